@@ -1,0 +1,27 @@
+# Shims that let YOLOv5 v7.0 run on today's numpy, Pillow, torch and setuptools (see patches/series)
+import numpy as np
+import torch
+from packaging.version import InvalidVersion, Version
+
+# numpy 2 removed np.trapz in favour of np.trapezoid (same maths)
+trapezoid = getattr(np, 'trapezoid', None) or getattr(np, 'trapz')
+
+
+def parse_version(version):
+    # pkg_resources.parse_version replacement; '2.14.1+cu130' -> 2.14.1+cu130, junk -> 0
+    try:
+        return Version(str(version))
+    except InvalidVersion:
+        return Version('0')
+
+
+def text_size(font, text):
+    # (width, height) of text as Pillow<10 FreeTypeFont.getsize gave it: extent from the drawing origin
+    _, _, right, bottom = font.getbbox(text)
+    return right, bottom
+
+
+def load_checkpoint(file, map_location='cpu'):
+    # YOLOv5 checkpoints pickle whole nn.Modules, which torch>=2.6's weights_only=True default refuses.
+    # Only load checkpoints you trust, exactly as with torch<2.6.
+    return torch.load(file, map_location=map_location, weights_only=False)

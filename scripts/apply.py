@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Build the patched YOLOv5 v7.0 tree: pinned upstream baseline + overlay/ + patches/series.
+
+The result is a git repository (default ``yolov5/``) whose history is
+``upstream`` (tag) -> one overlay commit -> one commit per patch, so
+``git diff upstream`` inside it shows everything this project changed.
+
+Usage:
+    python scripts/apply.py                    # source auto: git, else the PyPI wheel
+    python scripts/apply.py --source pypi      # offline-friendly baseline from yolov5==7.0.0
+    python scripts/apply.py --repo /path/to/yolov5.git
+    python scripts/apply.py --check            # do all patches apply? changes nothing
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+PINNED_COMMIT = '915bbf294bb74c859f0b41f1c23bc395014ea679'
+PINNED_TAG = 'v7.0'
+GIT_URL = 'https://github.com/ultralytics/yolov5.git'
+PYPI_REQUIREMENT = 'yolov5==7.0.0'
+BASELINE_TAG = 'upstream'
+KEY_TRAILER = 'Overlay-Build-Key'
+# Fixed identity and dates make every build of the same inputs produce the same commit hashes.
+AUTHOR = ('yolov5-overlay apply.py', 'apply@yolov5-overlay.invalid')
+COMMIT_DATE = '2022-11-22T00:00:00+00:00'  # v7.0 release day
+
+# Files of the PyPI distribution that exist only to make it a package (not in upstream's repo).
+PYPI_ONLY_FILES = ('__init__.py', 'cli.py', 'helpers.py')
+# `from yolov5.models.x import y` -> `from models.x import y`; `import yolov5.val as v` -> `import val as v`;
+# `yolov5.export.run(...)` -> `export.run(...)`: upstream runs its scripts from the tree root.
+IMPORT_REWRITES = (
+    (re.compile(r'(?<![\w.])(from|import) yolov5\.'), r'\1 '),
+    (re.compile(r'(?<![\w.])yolov5\.(export|val|train|detect|segment|classify)\.'), r'\1.'),
+)
+
+
+class ApplyError(RuntimeError):
+    """A failure the user can act on; the message says what to do."""
+
+
+def log(msg: str) -> None:
+    print(f'apply: {msg}', flush=True)
+
+
+def default_cache() -> Path:
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'yolov5-overlay'
+
+
+# ----------------------------------------------------------------------------------------------- baselines
+@dataclass
+class Baseline:
+    files: Path  # folder holding the upstream file tree
+    source: str  # 'git' or 'pypi'
+    provenance: str  # commit message body saying where it came from
+
+
+def baseline_from_git(repo_url: str, cache: Path, work: Path) -> Baseline:
+    import git  # GitPython
+
+    mirror = cache / 'git' / (hashlib.sha1(repo_url.encode()).hexdigest()[:12] + '.git')
+    if mirror.exists():
+        bare = git.Repo(mirror)
+        if not _has_commit(bare, PINNED_COMMIT):
+            log(f'fetching {repo_url} into cache {mirror}')
+            bare.git.fetch(repo_url, '+refs/tags/*:refs/tags/*', '+refs/heads/*:refs/heads/*')
+    else:
+        log(f'cloning {repo_url} into cache {mirror}')
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        tmp = mirror.with_suffix('.partial')
+        shutil.rmtree(tmp, ignore_errors=True)
+        git.Repo.clone_from(repo_url, tmp, bare=True)
+        tmp.rename(mirror)
+        bare = git.Repo(mirror)
+    if not _has_commit(bare, PINNED_COMMIT):
+        raise ApplyError(f'{repo_url} does not contain the pinned commit {PINNED_COMMIT} (YOLOv5 {PINNED_TAG}); '
+                         'point --repo / YOLOV5_REPO at a clone of ultralytics/yolov5 that has it')
+    resolved = bare.commit(PINNED_COMMIT).hexsha
+    if resolved != PINNED_COMMIT:  # defensive: an abbreviated or replaced object must not slip through
+        raise ApplyError(f'{repo_url}: commit resolved to {resolved}, expected {PINNED_COMMIT}; refusing')
+    files = work / 'baseline'
+    files.mkdir(parents=True)
+    archive = work / 'baseline.tar'
+    with archive.open('wb') as f:
+        bare.archive(f, PINNED_COMMIT, format='tar')
+    shutil.unpack_archive(str(archive), str(files), 'tar')
+    archive.unlink()
+    return Baseline(files, 'git', f'Source: git {repo_url}\nCommit: {PINNED_COMMIT} (tag {PINNED_TAG})')
+
+
+def _has_commit(repo, sha: str) -> bool:
+    try:
+        return repo.commit(sha).hexsha == sha
+    except Exception:
+        return False
+
+
+def baseline_from_pypi(cache: Path, work: Path) -> Baseline:
+    wheel = _pypi_wheel(cache)
+    files = work / 'baseline'
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if not name.startswith('yolov5/') or name.endswith('/') or '__pycache__' in name:
+                continue
+            rel = name[len('yolov5/'):]
+            if rel in PYPI_ONLY_FILES:
+                continue
+            dst = files / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            data = z.read(name)
+            if rel.endswith('.py'):
+                data = restore_import_layout(data.decode()).encode()
+            dst.write_bytes(data)
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return Baseline(files, 'pypi', f'Source: PyPI {PYPI_REQUIREMENT} ({wheel.name}, sha256 {sha})\n'
+                    f'The packaged YOLOv5 {PINNED_TAG}: package-only files {", ".join(PYPI_ONLY_FILES)} dropped,\n'
+                    'imports of the form `yolov5.x` rewritten to upstream\'s top-level `x`.')
+
+
+def restore_import_layout(text: str) -> str:
+    for pattern, repl in IMPORT_REWRITES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _pypi_wheel(cache: Path) -> Path:
+    folder = cache / 'pypi'
+    found = sorted(folder.glob('yolov5-7.0.0-*.whl'))
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    log(f'downloading {PYPI_REQUIREMENT} from PyPI into cache {folder}')
+    cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:', '--quiet', '-d', str(folder),
+           PYPI_REQUIREMENT]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(folder.glob('yolov5-7.0.0-*.whl'))
+    if result.returncode or not found:
+        raise ApplyError(f'could not download {PYPI_REQUIREMENT} with pip:\n{result.stderr.strip()}')
+    return found[0]
+
+
+def get_baseline(source: str, repo_url: str, cache: Path, work: Path) -> Baseline:
+    if source == 'git':
+        return baseline_from_git(repo_url, cache, work)
+    if source == 'pypi':
+        return baseline_from_pypi(cache, work)
+    try:
+        baseline = baseline_from_git(repo_url, cache, work)
+    except Exception as e:  # no network, no git, bad mirror: fall back to the packaged release
+        shutil.rmtree(work / 'baseline', ignore_errors=True)
+        log(f'git source unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); trying pypi')
+        baseline = baseline_from_pypi(cache, work)
+    log(f'source auto: using {baseline.source}')
+    return baseline
+
+
+# ------------------------------------------------------------------------------------------------- patches
+@dataclass
+class Patch:
+    path: Path
+    subject: str
+
+
+def read_series(patches_dir: Path) -> list[Patch]:
+    series = patches_dir / 'series'
+    if not series.exists():
+        return []
+    out = []
+    for line in series.read_text().splitlines():
+        name = line.split('#', 1)[0].strip()
+        if not name:
+            continue
+        path = patches_dir / name
+        if not path.exists():
+            raise ApplyError(f'{series} lists {name}, which does not exist')
+        out.append(Patch(path, patch_subject(path)))
+    return out
+
+
+def patch_subject(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith('Subject:'):
+            return line.split(':', 1)[1].strip()
+        if line.startswith(('diff --git', '--- ')):
+            break
+    raise ApplyError(f'{path.name} has no "Subject:" line in its header (every patch says what and why)')
+
+
+def describe_failure(patch: Patch, git_output: str) -> str:
+    """Name the patch, the file and the hunk that did not apply, from git apply's message."""
+    m = re.search(r'patch failed: (.+):(\d+)', git_output)
+    if not m:
+        return f'patch {patch.path.name} does not apply:\n{git_output.strip()}'
+    file, line = m.group(1), int(m.group(2))
+    hunk_no, header, current = 0, '', None
+    for text in patch.path.read_text().splitlines():
+        if text.startswith('+++ '):
+            current = text[4:].removeprefix('b/')
+            hunk_no = 0
+        elif text.startswith('@@') and current == file:
+            hunk_no += 1
+            old_start = int(re.match(r'@@ -(\d+)', text).group(1))
+            if old_start == line:
+                header = text
+                break
+    where = f'hunk #{hunk_no} {header}' if header else f'the hunk at line {line}'
+    return f'patch {patch.path.name} does not apply: file {file}, {where}\n{git_output.strip()}'
+
+
+# --------------------------------------------------------------------------------------------- build steps
+def build_key(baseline: Baseline, overlay: Path, patches: list[Patch]) -> str:
+    h = hashlib.sha256(baseline.provenance.encode())
+    for f in sorted(p for p in overlay.rglob('*') if p.is_file() and '__pycache__' not in p.parts):
+        h.update(str(f.relative_to(overlay)).encode() + b'\0' + f.read_bytes())
+    for p in patches:
+        h.update(p.path.name.encode() + b'\0' + p.path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_tree(baseline: Baseline, overlay: Path, patches: list[Patch], dest: Path, key: str) -> None:
+    import git
+
+    shutil.copytree(baseline.files, dest)
+    repo = git.Repo.init(dest, initial_branch='main')
+    with repo.config_writer() as cw:  # commits made later by the user in this tree need no global identity
+        cw.set_value('user', 'name', AUTHOR[0])
+        cw.set_value('user', 'email', AUTHOR[1])
+    _commit_all(repo, f'YOLOv5 {PINNED_TAG} baseline ({baseline.source})\n\n{baseline.provenance}')
+    repo.create_tag(BASELINE_TAG)
+
+    copied = copy_overlay(overlay, dest)
+    _commit_all(repo, f'Add overlay files ({len(copied)})\n\n' + '\n'.join(copied))
+
+    for i, patch in enumerate(patches):
+        try:
+            repo.git.apply('--index', '--whitespace=nowarn', str(patch.path))
+        except git.GitCommandError as e:
+            raise ApplyError(describe_failure(patch, f'{e.stderr}\n{e.stdout}')) from None
+        trailer = f'\n\n{KEY_TRAILER}: {key}' if i == len(patches) - 1 else ''
+        _commit_all(repo, f'{patch.subject}\n\nPatch: patches/{patch.path.name}{trailer}')
+    if not patches:
+        repo.git.commit('--amend', '-m', repo.head.commit.message + f'\n\n{KEY_TRAILER}: {key}',
+                        env=_commit_env())
+
+
+def copy_overlay(overlay: Path, dest: Path) -> list[str]:
+    copied = []
+    for src in sorted(p for p in overlay.rglob('*') if p.is_file() and '__pycache__' not in p.parts):
+        rel = src.relative_to(overlay)
+        target = dest / rel
+        if target.exists():
+            raise ApplyError(f'overlay file {rel} would replace an upstream file; change upstream files with a '
+                             'patch in patches/ instead')
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+        copied.append(str(rel))
+    return copied
+
+
+def _commit_env() -> dict:
+    return {'GIT_AUTHOR_NAME': AUTHOR[0], 'GIT_AUTHOR_EMAIL': AUTHOR[1], 'GIT_COMMITTER_NAME': AUTHOR[0],
+            'GIT_COMMITTER_EMAIL': AUTHOR[1], 'GIT_AUTHOR_DATE': COMMIT_DATE, 'GIT_COMMITTER_DATE': COMMIT_DATE}
+
+
+def _commit_all(repo, message: str) -> None:
+    repo.git.add('--all', '--force')
+    repo.git.commit('--allow-empty', '--no-verify', '-q', '-m', message, env=_commit_env())
+
+
+def existing_state(dest: Path) -> tuple[str, str | None]:
+    """('absent' | 'clean' | 'dirty' | 'foreign', build key of HEAD or None)."""
+    import git
+
+    if not dest.exists():
+        return 'absent', None
+    try:
+        repo = git.Repo(dest)
+        head = repo.head.commit
+    except Exception:
+        return ('absent', None) if not any(dest.iterdir()) else ('foreign', None)
+    m = re.search(rf'^{KEY_TRAILER}: (\w+)$', head.message, re.M)
+    if user_files(repo):
+        return 'dirty', m and m.group(1)
+    return ('clean' if m else 'foreign'), m and m.group(1)
+
+
+def user_files(repo) -> list[str]:
+    """Changed, untracked and git-ignored paths (runs/, *.pt, ...): all would be lost by a rebuild."""
+    lines = repo.git.status('--porcelain', '--ignored', '--untracked-files=all').splitlines()
+    paths = [line[3:] for line in lines]
+    return [p for p in paths if '__pycache__' not in p and not p.endswith('.pyc')]
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument('--source', choices=('auto', 'git', 'pypi'), default=os.environ.get('YOLOV5_SOURCE', 'auto'),
+                   help='where the v7.0 baseline comes from (default: auto = git, then pypi)')
+    p.add_argument('--repo', default=os.environ.get('YOLOV5_REPO', GIT_URL),
+                   help='git URL or local path of ultralytics/yolov5 (env YOLOV5_REPO)')
+    p.add_argument('--dest', type=Path, default=PROJECT / 'yolov5', help='tree to build (default: yolov5/)')
+    p.add_argument('--cache', type=Path, default=Path(os.environ.get('YOLOV5_OVERLAY_CACHE') or default_cache()),
+                   help='cache for the clone and the wheel (env YOLOV5_OVERLAY_CACHE)')
+    p.add_argument('--overlay', type=Path, default=PROJECT / 'overlay', help=argparse.SUPPRESS)
+    p.add_argument('--patches', type=Path, default=PROJECT / 'patches', help=argparse.SUPPRESS)
+    p.add_argument('--check', action='store_true', help='verify that every patch applies; change nothing')
+    p.add_argument('--force', action='store_true', help='rebuild even over uncommitted edits in --dest (lost!)')
+    return p.parse_args(argv)
+
+
+def run(opt) -> int:
+    dest = opt.dest.resolve()
+    patches = read_series(opt.patches)
+    state, old_key = ('absent', None) if opt.check else existing_state(dest)
+    if state == 'dirty' and not opt.force:
+        raise ApplyError(f'{dest} has uncommitted changes or untracked files; refusing to rebuild it. Commit or save them (they '
+                         f'would be lost), e.g. `git -C {dest} diff > my.patch`, or re-run with --force to discard')
+    if state == 'foreign' and not opt.force:
+        raise ApplyError(f'{dest} exists but is not a tree built by apply.py (or has commits of yours on top); '
+                         f'move it away, or re-run with --force to replace it')
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='.apply-', dir=dest.parent) as tmp:
+        work = Path(tmp)
+        baseline = get_baseline(opt.source, opt.repo, opt.cache.resolve(), work)
+        key = build_key(baseline, opt.overlay, patches)
+        if state == 'clean' and old_key == key and not opt.check:
+            log(f'{dest} is up to date ({baseline.source} baseline, {len(patches)} patches, key {key})')
+            return 0
+        staged = work / 'tree'
+        build_tree(baseline, opt.overlay, patches, staged, key)  # fails before touching dest
+        if opt.check:
+            log(f'check passed: overlay and all {len(patches)} patches apply to the {baseline.source} baseline')
+            return 0
+        if dest.exists():
+            shutil.rmtree(dest)
+        staged.rename(dest)
+    log(f'built {dest}: {baseline.source} baseline tagged "{BASELINE_TAG}", overlay, {len(patches)} patches '
+        f'(see: git -C {dest} log --oneline; git -C {dest} diff {BASELINE_TAG})')
+    return 0
+
+
+def main(argv=None) -> int:
+    opt = parse_args(argv)
+    try:
+        return run(opt)
+    except ApplyError as e:
+        print(f'apply: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
