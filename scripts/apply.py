@@ -42,6 +42,7 @@ PYPI_ONLY_FILES = ('__init__.py', 'cli.py', 'helpers.py')
 # `yolov5.export.run(...)` -> `export.run(...)`: upstream runs its scripts from the tree root.
 IMPORT_REWRITES = (
     (re.compile(r'(?<![\w.])(from|import) yolov5\.'), r'\1 '),
+    (re.compile(r'^from yolov5 import __version__$', re.M), "__version__ = '7.0.0'  # was: from yolov5 import __version__"),
     (re.compile(r'(?<![\w.])yolov5\.(export|val|train|detect|segment|classify)\.'), r'\1.'),
 )
 
@@ -222,6 +223,7 @@ def describe_failure(patch: Patch, git_output: str) -> str:
 # --------------------------------------------------------------------------------------------- build steps
 def build_key(baseline: Baseline, overlay: Path, patches: list[Patch]) -> str:
     h = hashlib.sha256(baseline.provenance.encode())
+    h.update(Path(__file__).read_bytes())  # how the baseline is restored is part of the build
     for f in sorted(p for p in overlay.rglob('*') if p.is_file() and '__pycache__' not in p.parts):
         h.update(str(f.relative_to(overlay)).encode() + b'\0' + f.read_bytes())
     for p in patches:

@@ -25,3 +25,14 @@ def load_checkpoint(file, map_location='cpu'):
     # YOLOv5 checkpoints pickle whole nn.Modules, which torch>=2.6's weights_only=True default refuses.
     # Only load checkpoints you trust, exactly as with torch<2.6.
     return torch.load(file, map_location=map_location, weights_only=False)
+
+
+def onnx_export_kwargs():
+    # torch>=2.9 exports with the dynamo exporter by default (needs onnxscript, opset>=18); v7.0's opset-12
+    # graphs come from the TorchScript exporter, which dynamo=False still selects
+    import inspect
+    import warnings
+    if 'dynamo' not in inspect.signature(torch.onnx.export).parameters:
+        return {}
+    warnings.filterwarnings('ignore', message='You are using the legacy TorchScript-based ONNX export')  # chosen
+    return {'dynamo': False}
