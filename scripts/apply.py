@@ -327,9 +327,6 @@ def run(opt) -> int:
     dest = opt.dest.resolve()
     patches = read_series(opt.patches)
     state, old_key = ('absent', None) if opt.check else existing_state(dest)
-    if state == 'dirty' and not opt.force:
-        raise ApplyError(f'{dest} has uncommitted changes or untracked files; refusing to rebuild it. Commit or save them (they '
-                         f'would be lost), e.g. `git -C {dest} diff > my.patch`, or re-run with --force to discard')
     if state == 'foreign' and not opt.force:
         raise ApplyError(f'{dest} exists but is not a tree built by apply.py (or has commits of yours on top); '
                          f'move it away, or re-run with --force to replace it')
@@ -339,9 +336,14 @@ def run(opt) -> int:
         work = Path(tmp)
         baseline = get_baseline(opt.source, opt.repo, opt.cache.resolve(), work)
         key = build_key(baseline, opt.overlay, patches)
-        if state == 'clean' and old_key == key and not opt.check:
-            log(f'{dest} is up to date ({baseline.source} baseline, {len(patches)} patches, key {key})')
+        if state in ('clean', 'dirty') and old_key == key and not opt.force:
+            kept = ' (your uncommitted edits are kept)' if state == 'dirty' else ''
+            log(f'{dest} is up to date ({baseline.source} baseline, {len(patches)} patches, key {key}){kept}')
             return 0
+        if state == 'dirty' and not opt.force:
+            raise ApplyError(f'{dest} has uncommitted changes or untracked files and needs a rebuild; refusing. '
+                             f'Save them first (e.g. `git -C {dest} diff > my.patch`, move runs/ away), '
+                             'or re-run with --force to discard them')
         staged = work / 'tree'
         build_tree(baseline, opt.overlay, patches, staged, key)  # fails before touching dest
         if opt.check:

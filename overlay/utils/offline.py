@@ -8,6 +8,19 @@ import torch
 from packaging.requirements import InvalidRequirement, Requirement
 
 LOGGER = logging.getLogger('yolov5')
+# Distributions that satisfy a requirement under another name (a server has no GUI for opencv-python)
+ALTERNATIVES = {'opencv-python': ('opencv-python-headless', 'opencv-contrib-python', 'opencv-contrib-python-headless')}
+OPTIONAL = {'ipython'}  # only used inside notebooks (patch compat-ipython-optional)
+
+
+def installed_version(name):
+    # Version of the first installed distribution among name and its alternatives, else None
+    for candidate in (name, *ALTERNATIVES.get(name.lower(), ())):
+        try:
+            return metadata.version(candidate)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def unmet_requirements(requirements, exclude=()):
@@ -26,11 +39,10 @@ def unmet_requirements(requirements, exclude=()):
             req = Requirement(text)
         except InvalidRequirement:
             continue
-        if req.name in exclude or (req.marker and not req.marker.evaluate()):
+        if req.name in exclude or req.name.lower() in OPTIONAL or (req.marker and not req.marker.evaluate()):
             continue
-        try:
-            version = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
+        version = installed_version(req.name)
+        if version is None:
             unmet.append(text)
             continue
         if req.specifier and not req.specifier.contains(version, prereleases=True):

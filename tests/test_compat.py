@@ -1,0 +1,77 @@
+"""overlay/utils compat and offline helpers, tested on their own (no tree needed)."""
+import sys
+
+import numpy as np
+import pytest
+from conftest import PROJECT
+
+sys.path.insert(0, str(PROJECT / 'overlay'))
+from utils import compat, offline  # noqa: E402  (the overlay's utils, as the tree will import them)
+
+
+def test_trapezoid_matches_the_integral():
+    x = np.linspace(0, 1, 101)
+    assert compat.trapezoid(x ** 2, x) == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_parse_version_orders_local_builds_and_tolerates_junk():
+    assert compat.parse_version('2.14.1+cu130') >= compat.parse_version('1.12.0')
+    assert compat.parse_version('not-a-version') < compat.parse_version('0.0.1')
+
+
+def test_text_size_is_width_and_height_from_origin():
+    from PIL import ImageFont
+    font = ImageFont.truetype(str(offline.local_font('Arial.ttf', '/nonexistent')), 20)
+    w, h = compat.text_size(font, 'RBC 0.91')
+    assert 40 < w < 120 and 10 < h < 30
+    assert compat.text_size(font, 'RBC 0.91 RBC 0.91')[0] > w
+
+
+def test_unmet_requirements_reads_files_and_alternatives(tmp_path):
+    req = tmp_path / 'requirements.txt'
+    req.write_text('numpy>=1.0  # comment\nopencv-python>=4.1.1\nipython\nsurely-not-installed-pkg>=1\n'
+                   'numpy<1.0\n# pycocotools\n')
+    assert offline.unmet_requirements(req) == ['surely-not-installed-pkg>=1', 'numpy<1.0']
+    assert offline.unmet_requirements(req, exclude=('numpy', 'surely-not-installed-pkg')) == []
+    assert offline.unmet_requirements(tmp_path / 'missing.txt') == []
+
+
+def test_check_requirements_warns_and_never_installs(caplog, monkeypatch):
+    import subprocess
+    monkeypatch.setattr(subprocess, 'check_output', lambda *a, **k: pytest.fail('tried to run pip'))
+    assert offline.check_requirements('surely-not-installed-pkg') is False
+    assert "pip install 'surely-not-installed-pkg'" in caplog.text
+
+
+def test_local_font_never_downloads(tmp_path):
+    assert offline.local_font('Arial.ttf', tmp_path).name == 'DejaVuSans.ttf'
+    (tmp_path / 'Arial.ttf').write_bytes(b'x')
+    assert offline.local_font('Arial.ttf', tmp_path) == tmp_path / 'Arial.ttf'
+
+
+def test_load_checkpoint_loads_pickled_modules(tmp_path):
+    import torch
+    f = tmp_path / 'ckpt.pt'
+    torch.save({'model': torch.nn.Conv2d(3, 4, 1), 'epoch': 3}, f)
+    with pytest.raises(Exception):
+        torch.load(f)  # today's default refuses YOLOv5-style checkpoints
+    ckpt = compat.load_checkpoint(f)
+    assert isinstance(ckpt['model'], torch.nn.Conv2d) and ckpt['epoch'] == 3
+
+
+def test_amp_forward_allclose_runs_on_cpu():
+    import torch
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return (self.conv(x).flatten(1),)
+
+    assert offline.amp_forward_allclose(Head(), imgsz=32) is True
+
+
+def test_onnx_export_kwargs_select_the_torchscript_exporter():
+    assert compat.onnx_export_kwargs() == {'dynamo': False}
