@@ -1,12 +1,13 @@
-"""overlay/utils compat and offline helpers, tested on their own (no tree needed)."""
-import sys
-
+"""overlay/utils compat and offline helpers, as imported from the built tree."""
 import numpy as np
 import pytest
-from conftest import PROJECT
 
-sys.path.insert(0, str(PROJECT / 'overlay'))
-from utils import compat, offline  # noqa: E402  (the overlay's utils, as the tree will import them)
+
+@pytest.fixture(scope='module', autouse=True)
+def modules(yolo):
+    """The overlay's utils.compat and utils.offline, imported from the built tree."""
+    global compat, offline
+    from utils import compat, offline
 
 
 def test_trapezoid_matches_the_integral():

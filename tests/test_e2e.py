@@ -1,12 +1,9 @@
 """The stock train.py / val.py / detect.py / export.py of the patched tree, end to end on the tiny dataset."""
 import csv
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
-from conftest import PY, SCRIPT_ENV, run_script
+from conftest import run_script, train_interrupted_then_resumed
 
 IMG = 96
 
@@ -51,25 +48,16 @@ def test_detect_on_an_image(tree, trained, tiny_data, tmp_path):
     assert (tmp_path / 'det' / image.name).exists()
 
 
-def test_export_onnx_matches_pytorch(tree, trained, tmp_path):
-    import shutil
-    import sys
-
+def export_and_compare_onnx(tree, weights, img):
+    """export.py --include onnx, then onnxruntime's output against PyTorch's on the same input."""
     import onnxruntime as ort
     import torch
-    run, _ = trained
-    weights = tmp_path / 'best.pt'
-    shutil.copy(run / 'weights' / 'best.pt', weights)
-    run_script(tree, 'export.py', '--weights', weights, '--include', 'onnx', '--img', IMG)
+    from models.experimental import attempt_load
+    run_script(tree, 'export.py', '--weights', weights, '--include', 'onnx', '--img', img)
     onnx_file = weights.with_suffix('.onnx')
     assert onnx_file.exists()
-    sys.path.insert(0, str(tree))
-    try:
-        from models.experimental import attempt_load
-        model = attempt_load(weights, device=torch.device('cpu'), fuse=True).eval()
-    finally:
-        sys.path.remove(str(tree))
-    x = torch.rand(1, 3, IMG, IMG, generator=torch.Generator().manual_seed(0))
+    model = attempt_load(weights, device=torch.device('cpu'), fuse=True).eval()
+    x = torch.rand(1, 3, img, img, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(x)[0].numpy()
     session = ort.InferenceSession(str(onnx_file), providers=['CPUExecutionProvider'])
@@ -77,28 +65,14 @@ def test_export_onnx_matches_pytorch(tree, trained, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
+def test_export_onnx_matches_pytorch(tree, yolo, trained, tmp_path):
+    import shutil
+    run, _ = trained
+    weights = tmp_path / 'best.pt'
+    shutil.copy(run / 'weights' / 'best.pt', weights)
+    export_and_compare_onnx(tree, weights, IMG)
+
+
 def test_resume_after_interruption(tree, tiny_data, tmp_path):
-    """Kill train.py after its first epoch, then --resume finishes the remaining epochs."""
-    epochs = 4
-    args = [PY, str(tree / 'train.py'), '--data', str(tiny_data), '--cfg', 'yolov5n.yaml', '--weights', '',
-            '--img', '128', '--epochs', str(epochs), '--batch', '8', '--workers', '0', '--project', str(tmp_path),
-            '--name', 'r', '--noval', '--noplots']
-    p = subprocess.Popen(args, cwd=tree, env=SCRIPT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / 'r' / 'weights' / 'last.pt'
-    deadline, size = time.time() + 300, -1
-    while p.poll() is None and time.time() < deadline:  # first checkpoint written completely
-        if last.exists() and last.stat().st_size == size > 0:
-            break
-        size = last.stat().st_size if last.exists() else -1
-        time.sleep(0.25)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    results = tmp_path / 'r' / 'results.csv'
-    done_before = len(results.read_text().splitlines()) - 1
-    assert 1 <= done_before < epochs, 'the run was not interrupted mid-way'
-    import torch
-    saved_epoch = torch.load(last, weights_only=False)['epoch']  # last epoch the checkpoint holds
-    run_script(tree, 'train.py', '--resume', last)
-    trained_after = len(results.read_text().splitlines()) - 1 - done_before
-    assert trained_after == epochs - 1 - saved_epoch  # exactly the remaining epochs
-    assert torch.load(last, weights_only=False)['epoch'] == -1  # finished and stripped
+    """Kill train.py after its first checkpoint, then --resume trains exactly the remaining epochs."""
+    train_interrupted_then_resumed(tree, tiny_data, 'yolov5n.yaml', tmp_path / 'r', epochs=4)

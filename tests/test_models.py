@@ -1,0 +1,158 @@
+"""Architecture improvements: EMA attention, C3_EMA, BiFPN, MobileNetV3, and every shipped model YAML."""
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+from conftest import PROJECT, run_script, train_interrupted_then_resumed
+
+SEED_004 = next((PROJECT.parent / 'shared' / 'seeds').glob('004_*.txt'), None)
+SHIPPED = sorted((PROJECT / 'configs' / 'models').glob('*.yaml'))
+LAYER = re.compile(r'\[(-?\d+|\[[-\d, ]+\]),\s*(\d+),\s*([\w.]+),\s*\[([^\[\]]*)\]\]')
+
+
+def seed_yamls():
+    """The two model YAMLs printed in seed 004, as a user pastes them (the saved page lost their line breaks,
+    so each layer is read back as the post wrote it)."""
+    text = SEED_004.read_text()
+    out = []
+    for start in [m.start() for m in re.finditer(r'^# YOLOv5 🚀 by Ultralytics, GPL-3.0 license# Parameters', text, re.M)]:
+        chunk = text[start:]
+        layers = lambda s: [[yaml.safe_load(f), int(n), m, yaml.safe_load(f'[{a}]')] for f, n, m, a in LAYER.findall(s)]
+        out.append({
+            'nc': int(re.search(r'^nc: (\d+)', chunk, re.M).group(1)),
+            'depth_multiple': float(re.search(r'^depth_multiple: ([\d.]+)', chunk, re.M).group(1)),
+            'width_multiple': float(re.search(r'^width_multiple: ([\d.]+)', chunk, re.M).group(1)),
+            'anchors': [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
+            'backbone': layers(chunk[chunk.index('backbone:'):chunk.index('head:')]),
+            'head': layers(chunk[chunk.index('head:'):chunk.index('\n', chunk.index('head:'))])})
+    return out
+
+
+class PaperEMA(nn.Module):
+    """EMA written straight from the paper's equations, materialising every intermediate (as the posts do)."""
+
+    def __init__(self, channels, factor=8):
+        super().__init__()
+        cg = channels // factor
+        self.groups = factor
+        self.gn = nn.GroupNorm(cg, cg)
+        self.conv1x1 = nn.Conv2d(cg, cg, 1)
+        self.conv3x3 = nn.Conv2d(cg, cg, 3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        g = x.reshape(b * self.groups, c // self.groups, h, w)
+        x_h = g.mean(3, keepdim=True)  # X Avg Pool, (bg, cg, h, 1)
+        x_w = g.mean(2, keepdim=True).permute(0, 1, 3, 2)  # Y Avg Pool, (bg, cg, w, 1)
+        s = self.conv1x1(torch.cat([x_h, x_w], 2))
+        s_h, s_w = torch.split(s, [h, w], 2)
+        x1 = self.gn(g * s_h.sigmoid() * s_w.permute(0, 1, 3, 2).sigmoid())
+        x2 = self.conv3x3(g)
+        a1 = torch.softmax(x1.mean((2, 3)), -1).unsqueeze(1)  # (bg, 1, cg)
+        a2 = torch.softmax(x2.mean((2, 3)), -1).unsqueeze(1)
+        weights = a1 @ x2.flatten(2) + a2 @ x1.flatten(2)  # cross-spatial learning
+        return (g * weights.view(b * self.groups, 1, h, w).sigmoid()).reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize('channels,size,factor', [(64, 20, 8), (128, 11, 8), (96, 7, 4), (32, 5, 32)])
+def test_ema_matches_the_paper_equations_forward_and_backward(yolo, channels, size, factor):
+    from models.ema_attention import EMA
+    torch.manual_seed(0)
+    ours, ref = EMA(channels, factor), PaperEMA(channels, factor)
+    with torch.no_grad():
+        ours.gn.weight.normal_(), ours.gn.bias.normal_()  # non-trivial affine, to exercise the algebra
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, channels, size, size + 3, requires_grad=True)
+    y_ours, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y_ref)
+    grads_ours = torch.autograd.grad(y_ours, [x, *ours.parameters()], g)
+    grads_ref = torch.autograd.grad(y_ref, [x, *ref.parameters()], g)
+    for a, b in zip(grads_ours, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_ema_channels_come_from_the_input_and_bad_factor_names_the_layer(yolo):
+    from models.yolo import Model
+    cfg = yaml.safe_load((PROJECT / 'configs' / 'models' / 'yolov5s_EMA.yaml').read_text())
+    model = Model(cfg, nc=3)
+    emas = [m for m in model.model if type(m).__name__ == 'EMA']
+    assert [m.conv3x3.in_channels * m.groups for m in emas] == [128, 256, 512]  # YAML says 256/512/1024, x0.5
+    cfg['head'][8][3] = [256, 6]  # layer 18: 128 channels, factor 6
+    with pytest.raises(ValueError, match=r'layer 18 \(EMA\).*128 input channels divisible by factor 6.*\[1, 2, 4, 8'):
+        Model(cfg, nc=3)
+
+
+def test_c3_ema_placements(yolo):
+    from models.ema_attention import C3_EMA1, C3_EMA2, C3_EMA3
+    x = torch.randn(1, 32, 16, 16)
+    for cls, ema_channels in ((C3_EMA1, 32), (C3_EMA2, 32), (C3_EMA3, 64)):
+        m = cls(32, 64, n=2)
+        assert m.ema.conv3x3.in_channels * m.ema.groups == ema_channels
+        assert len(m.m) == 2 and m(x).shape == (1, 64, 16, 16)
+
+
+def test_bifpn_fast_normalized_fusion(yolo):
+    from models.bifpn import BiFPN_Concat2, BiFPN_Concat3
+    m = BiFPN_Concat3()
+    with torch.no_grad():
+        m.w.copy_(torch.tensor([2.0, -1.0, 1.0]))
+    w = torch.tensor([2.0, 0.0, 1.0]) / (3.0 + m.eps)  # relu, then normalise
+    torch.testing.assert_close(m.fusion_weights(), w)
+    xs = [torch.randn(1, c, 4, 4) for c in (2, 3, 4)]
+    torch.testing.assert_close(m(xs), torch.cat([w[i] * x for i, x in enumerate(xs)], 1))
+    assert BiFPN_Concat2()([xs[0], xs[1]]).shape == (1, 5, 4, 4)
+
+
+def test_mobilenetv3_blocks_follow_the_paper(yolo):
+    from models.mobilenetv3 import MobileNetV3_Block, SqueezeExcite
+    block = MobileNetV3_Block(40, 40, 120, k=5, s=1, use_se=True, use_hs=False)
+    assert block.residual and any(isinstance(m, SqueezeExcite) for m in block.modules())
+    assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (5, 5) and m.groups == 120 for m in block.modules())
+    down = MobileNetV3_Block(40, 80, 240, k=3, s=2, use_se=False, use_hs=True)
+    assert not down.residual and any(isinstance(m, nn.Hardswish) for m in down.modules())
+    assert down(torch.randn(1, 40, 16, 16)).shape == (1, 80, 8, 8)
+
+
+@pytest.mark.skipif(SEED_004 is None, reason='needs ../shared/seeds')
+def test_the_seed_004_yamls_build_verbatim(yolo):
+    from models.yolo import Model
+    ema_neck, c3_ema = seed_yamls()
+    assert [layer[2] for layer in ema_neck['head']].count('EMA') == 3
+    assert c3_ema['backbone'][2][2] == 'C3_EMA1'
+    for cfg in (ema_neck, c3_ema):
+        model = Model(cfg)
+        assert model.stride.tolist() == [8, 16, 32]
+        assert model.yaml['nc'] == 12
+
+
+@pytest.mark.parametrize('cfg', SHIPPED, ids=lambda p: p.stem)
+def test_shipped_yaml_builds_and_learns(yolo, cfg):
+    from models.yolo import Model
+    model = Model(str(cfg), nc=3).train()
+    assert model.stride.tolist() == [8, 16, 32]
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(o.float().square().mean() for o in out).backward()
+    new = [m for m in model.modules() if type(m).__name__ in ('EMA', 'BiFPN_Concat2', 'BiFPN_Concat3', 'SqueezeExcite')]
+    assert new, 'the YAML uses no overlay module'
+    for m in new:  # gradients reach the new parameters (EMA convolutions, BiFPN weights, SE)
+        for name, p in m.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, f'{type(m).__name__}.{name}'
+
+
+@pytest.mark.parametrize('cfg', SHIPPED, ids=lambda p: p.stem)
+def test_shipped_yaml_trains_resumes_validates_detects_exports(tree, yolo, tiny_data, cfg, tmp_path):
+    """Stock scripts end to end: train (killed, then --resume), val.py and detect.py on best.pt, ONNX export."""
+    from test_e2e import export_and_compare_onnx
+    run = train_interrupted_then_resumed(tree, tiny_data, cfg, tmp_path / cfg.stem, epochs=2, img=64)
+    best = tmp_path / 'best.pt'
+    shutil.copy(run / 'weights' / 'best.pt', best)
+    run_script(tree, 'val.py', '--weights', best, '--data', tiny_data, '--img', 64, '--project', tmp_path, '--name', 'v')
+    image = next((Path(tiny_data).parent / 'images' / 'test').glob('*.jpg'))
+    run_script(tree, 'detect.py', '--weights', best, '--source', image, '--img', 64, '--project', tmp_path,
+               '--name', 'd')
+    export_and_compare_onnx(tree, best, 64)
