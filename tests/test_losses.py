@@ -1,0 +1,226 @@
+"""Loss options chosen by hyp keys: formulas against plain scalar implementations, robustness, validation, training."""
+import math
+
+import pytest
+import torch
+from conftest import PROJECT, run_script
+
+HYPS = sorted((PROJECT / 'configs' / 'hyps').glob('hyp.*.yaml'))
+PAIRS = [  # (pred xywh, target xywh)
+    ((5.0, 5.0, 4.0, 2.0), (5.0, 5.0, 4.0, 2.0)),  # identical
+    ((5.0, 5.0, 2.0, 1.0), (5.0, 5.0, 4.0, 2.0)),  # nested, same centre
+    ((4.5, 5.5, 1.0, 1.0), (5.0, 5.0, 4.0, 3.0)),  # nested, off centre
+    ((1.0, 1.0, 1.0, 1.0), (8.0, 6.0, 2.0, 3.0)),  # disjoint
+    ((3.0, 4.0, 6.0, 1.0), (4.0, 3.5, 1.5, 5.0)),  # crossing, very different aspect ratios
+]
+
+
+def corners(b):
+    x, y, w, h = b
+    return x - w / 2, y - h / 2, x + w / 2, y + h / 2
+
+
+def plain_terms(p, t):
+    (pl, pt, pr, pb), (tl, tt, tr, tb) = corners(p), corners(t)
+    inter = max(0.0, min(pr, tr) - max(pl, tl)) * max(0.0, min(pb, tb) - max(pt, tt))
+    union = p[2] * p[3] + t[2] * t[3] - inter
+    cw, ch = max(pr, tr) - min(pl, tl), max(pb, tb) - min(pt, tt)
+    return inter / union, union, cw, ch, (t[0] - p[0]) ** 2 + (t[1] - p[1]) ** 2
+
+
+def plain_loss(kind, p, t, alpha=1.0):
+    iou, union, cw, ch, rho2 = plain_terms(p, t)
+    c2 = cw ** 2 + ch ** 2
+    if kind == 'IoU':
+        return 1 - iou ** alpha
+    if kind == 'GIoU':
+        return 1 - iou ** alpha + ((cw * ch - union) / (cw * ch)) ** alpha
+    if kind == 'DIoU':
+        return 1 - iou ** alpha + (rho2 / c2) ** alpha
+    if kind == 'CIoU':
+        v = 4 / math.pi ** 2 * (math.atan(t[2] / t[3]) - math.atan(p[2] / p[3])) ** 2
+        beta = v / (v - iou + 1) if v else 0.0
+        return 1 - iou ** alpha + (rho2 / c2) ** alpha + (beta * v) ** alpha
+    eiou = 1 - iou + rho2 / c2 + (p[2] - t[2]) ** 2 / cw ** 2 + (p[3] - t[3]) ** 2 / ch ** 2
+    if kind == 'EIoU':
+        return eiou
+    if kind == 'FocalEIoU':
+        return iou ** 0.5 * eiou
+    if kind == 'SIoU':
+        sigma = math.sqrt(rho2)
+        sin_a = abs(t[1] - p[1]) / sigma if sigma else 0.0
+        angle = 1 - 2 * math.sin(math.asin(sin_a) - math.pi / 4) ** 2
+        g = 2 - angle
+        dist = sum(1 - math.exp(-g * (d / c) ** 2) for d, c in ((t[0] - p[0], cw), (t[1] - p[1], ch)))
+        shape = sum((1 - math.exp(-abs(a - b) / max(a, b))) ** 4 for a, b in ((p[2], t[2]), (p[3], t[3])))
+        return 1 - iou + (dist + shape) / 2
+    if kind == 'WIoUv1':
+        return math.exp(rho2 / (cw ** 2 + ch ** 2)) * (1 - iou)
+    if kind == 'MPDIoU':
+        (pl, pt, pr, pb), (tl, tt, tr, tb) = corners(p), corners(t)
+        w, h = 20, 16  # the "image": the layer's grid size
+        return 1 - (iou - ((pl - tl) ** 2 + (pt - tt) ** 2) / (w * w + h * h) - ((pr - tr) ** 2 + (pb - tb) ** 2) / (w * w + h * h))
+    raise KeyError(kind)
+
+
+@pytest.fixture(scope='module')
+def lo(yolo):
+    from utils import loss_options
+    return loss_options
+
+
+class FakeDetect:
+    stride = torch.tensor([8.0, 16.0, 32.0])
+
+
+def box_loss(lo, **hyp):
+    return lo.BoxLoss(lo.validate_loss_hyp(hyp), FakeDetect.stride)
+
+
+@pytest.mark.parametrize('kind', ['IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU', 'FocalEIoU', 'SIoU', 'WIoUv1', 'MPDIoU'])
+def test_box_losses_match_plain_formulas(lo, kind):
+    p = torch.tensor([pp for pp, _ in PAIRS], dtype=torch.float64)
+    t = torch.tensor([tt for _, tt in PAIRS], dtype=torch.float64)
+    loss, iou = box_loss(lo, iou_type=kind, alpha_iou=1.0 if kind != 'CIoU' else 1.0)(p, t, 0, (1, 3, 16, 20, 7))
+    expected = torch.tensor([plain_loss(kind, pp, tt) for pp, tt in PAIRS])
+    torch.testing.assert_close(loss.double(), expected.double(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(iou.double(), torch.tensor([plain_terms(pp, tt)[0] for pp, tt in PAIRS]).double(),
+                               rtol=1e-5, atol=1e-5)
+    assert loss[0].item() == pytest.approx(0.0, abs=1e-4) or kind == 'FocalEIoU'  # identical boxes: no loss
+
+
+@pytest.mark.parametrize('kind', ['IoU', 'GIoU', 'DIoU', 'CIoU'])
+def test_alpha_iou_powers(lo, kind):
+    p = torch.tensor([pp for pp, _ in PAIRS[1:]])  # not identical: the power of 0 is clamped
+    t = torch.tensor([tt for _, tt in PAIRS[1:]])
+    loss, _ = box_loss(lo, iou_type=kind, alpha_iou=3.0)(p, t, 0, (1, 3, 16, 20, 7))
+    expected = torch.tensor([plain_loss(kind, pp, tt, alpha=3.0) for pp, tt in PAIRS[1:]])
+    torch.testing.assert_close(loss, expected.float(), rtol=1e-3, atol=1e-4)
+
+
+def test_nwd_blend(lo):
+    p, t = torch.tensor([[5.0, 5.0, 2.0, 2.0]]), torch.tensor([[6.0, 5.0, 4.0, 2.0]])
+    base, _ = box_loss(lo, iou_type='IoU')(p, t, 1, (1, 3, 16, 20, 7))
+    blend, _ = box_loss(lo, iou_type='IoU', nwd_ratio=0.25, nwd_constant=12.8)(p, t, 1, (1, 3, 16, 20, 7))
+    w2 = math.sqrt(1.0 ** 2 + ((2.0 - 4.0) / 2) ** 2)  # centre and half-size differences, grid units
+    nwd = math.exp(-w2 * 16 / 12.8)  # layer 1 has stride 16: grid units -> pixels
+    assert blend.item() == pytest.approx(0.75 * base.item() + 0.25 * (1 - nwd), rel=1e-5)
+
+
+def test_wiou_v3_running_mean_and_focusing(lo):
+    bl = box_loss(lo, iou_type='WIoUv3', wiou_momentum=0.1)
+    p, t = torch.tensor([[5.0, 5.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0]]), torch.tensor([[5.0, 5.0, 4.0, 2.0]] * 2)
+    l_iou = 1 - torch.tensor([plain_terms(pp, tt)[0] for pp, tt in zip(p.tolist(), t.tolist())])
+    loss, _ = bl(p, t, 0, (1, 3, 16, 20, 7))
+    assert bl.wiou.iou_mean == pytest.approx(0.9 * 1.0 + 0.1 * l_iou.mean().item())  # moved from its start, 1
+    beta = l_iou / 1.0  # focusing used the mean before this batch
+    r = beta / (3.0 * 1.9 ** (beta - 3.0))
+    v1 = torch.tensor([plain_loss('WIoUv1', pp, tt) for pp, tt in zip(p.tolist(), t.tolist())])
+    torch.testing.assert_close(loss, (r * v1).float(), rtol=1e-5, atol=1e-6)
+    before = bl.wiou.iou_mean
+    bl.training = False
+    bl(p, t, 0, (1, 3, 16, 20, 7))
+    assert bl.wiou.iou_mean == before  # validation does not move it
+
+
+@pytest.mark.parametrize('kind', lo_kinds := ['IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU', 'FocalEIoU', 'SIoU', 'WIoUv1',
+                                              'WIoUv2', 'WIoUv3', 'MPDIoU'])
+def test_degenerate_boxes_give_finite_losses_and_gradients(lo, kind):
+    p = torch.tensor([[5.0, 5.0, 0.0, 2.0], [5.0, 5.0, 2.0, 0.0], [5.0, 5.0, 0.0, 0.0], [1e4, 1e4, 1e5, 1e5],
+                      [5.0, 5.0, 1e-9, 1e-9], [5.0, 5.0, 4.0, 2.0]], requires_grad=True)
+    t = torch.tensor([[5.0, 5.0, 4.0, 2.0], [5.0, 5.0, 4.0, 2.0], [5.0, 5.0, 0.0, 0.0], [5.0, 5.0, 1.0, 1.0],
+                      [5.0, 5.0, 1e-9, 1e-9], [5.0, 5.0, 4.0, 2.0]])
+    for hyp in ({'iou_type': kind}, {'iou_type': kind, 'nwd_ratio': 0.5}):
+        loss, iou = box_loss(lo, **hyp)(p, t, 2, (1, 3, 16, 20, 7))
+        (grad,) = torch.autograd.grad(loss.sum(), p)
+        assert torch.isfinite(loss).all() and torch.isfinite(iou).all() and torch.isfinite(grad).all(), hyp
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('kind', lo_kinds)
+def test_losses_stay_finite_under_autocast(lo, kind, dtype):
+    g = torch.Generator().manual_seed(0)
+    p = (torch.rand(64, 4, generator=g) * 10 + 0.01).to(dtype).requires_grad_()
+    t = (torch.rand(64, 4, generator=g) * 10 + 0.01).to(dtype)
+    with torch.autocast('cpu', dtype=dtype):
+        loss, _ = box_loss(lo, iou_type=kind, nwd_ratio=0.3)(p, t, 0, (1, 3, 16, 20, 7))
+    (grad,) = torch.autograd.grad(loss.sum(), p)
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+
+
+def test_varifocal_against_its_formula(lo):
+    pred = torch.tensor([[2.0, -1.0, 0.3], [-3.0, 0.5, 1.5]])
+    q = torch.tensor([[0.8, 0.0, 0.0], [0.0, 0.4, 0.0]])  # IoU targets of the positives, 0 for negatives
+    got = lo.VarifocalLoss(torch.nn.BCEWithLogitsLoss(reduction='sum'), alpha=0.75, gamma=2.0)(pred, q)
+    expected = 0.0
+    for x, qi in zip(pred.flatten().tolist(), q.flatten().tolist()):
+        p = 1 / (1 + math.exp(-x))
+        if qi > 0:
+            expected += -qi * (qi * math.log(p) + (1 - qi) * math.log(1 - p))
+        else:
+            expected += -0.75 * p ** 2 * math.log(1 - p)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_cls_obj_selection_and_fl_gamma_meaning(lo, yolo):
+    from utils.loss import FocalLoss, QFocalLoss
+    base = {'cls_pw': 1.0, 'obj_pw': 1.0, 'fl_gamma': 0.0}
+    cur_cls, cur_obj = object(), object()
+    assert lo.select_cls_obj_losses(base, 'cpu', cur_cls, cur_obj) == (cur_cls, cur_obj)  # unset: upstream's
+    c, o = lo.select_cls_obj_losses({**base, 'cls_loss': 'Focal', 'obj_loss': 'qfocal', 'fl_gamma': 2.0}, 'cpu', 0, 0)
+    assert isinstance(c, FocalLoss) and c.gamma == 2.0 and isinstance(o, QFocalLoss)
+    c, o = lo.select_cls_obj_losses({**base, 'cls_loss': 'varifocal', 'obj_loss': 'bce'}, 'cpu', 0, 0)
+    assert isinstance(c, lo.VarifocalLoss) and isinstance(o, torch.nn.BCEWithLogitsLoss) and o.reduction == 'mean'
+
+
+@pytest.mark.parametrize('hyp,message', [
+    ({'iou_type': 'CIOU2'}, "hyp iou_type='CIOU2' is not valid; choose one of: IoU, GIoU"),
+    ({'cls_loss': 'softmax'}, "hyp cls_loss='softmax' is not valid; choose one of: bce, focal, qfocal, varifocal"),
+    ({'nwd_ratio': 1.5}, 'hyp nwd_ratio=1.5 is not valid; it must be a number in [0, 1]'),
+    ({'ema_decay': 1.0}, 'hyp ema_decay=1.0 is not valid; it must be a number in [0, 1)'),
+    ({'alpha_iou': 'three'}, "hyp alpha_iou='three' is not valid"),
+    ({'iou_type': 'SIoU', 'alpha_iou': 3}, 'alpha_iou=3.0 applies to iou_type IoU, GIoU, DIoU, CIoU, EIoU, not SIoU'),
+])
+def test_bad_values_name_key_value_and_choices(lo, hyp, message):
+    with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]').replace('(', r'\(').replace(')', r'\)')):
+        lo.validate_loss_hyp(hyp)
+
+
+def test_weight_ema_decay_zero_keeps_live_weights(yolo):
+    from utils.torch_utils import ModelEMA
+    model = torch.nn.Linear(3, 2)
+    model.hyp = {'ema_decay': 0.0}
+    ema = ModelEMA(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.equal(ema.ema.weight, model.weight)
+    model.hyp = {'ema_decay': 0.9, 'ema_tau': 1.0}
+    ema = ModelEMA(model)
+    ema.update(model)
+    assert ema.decay(1e9) == pytest.approx(0.9)
+    del model.hyp
+    ema = ModelEMA(model)
+    ema.update(model)
+    assert ema.decay(1e9) == pytest.approx(0.9999)  # upstream's default without the keys
+
+
+def test_unknown_loss_fails_before_training(tree, tiny_data, tmp_path):
+    bad = tmp_path / 'hyp.bad.yaml'
+    bad.write_text((PROJECT / 'configs' / 'hyps' / 'hyp.eiou.yaml').read_text().replace('EIoU', 'EIOU-2'))
+    with pytest.raises(AssertionError, match="hyp iou_type='EIOU-2' is not valid") as e:
+        run_script(tree, 'train.py', '--data', tiny_data, '--cfg', 'yolov5n.yaml', '--weights', '', '--img', 64,
+                   '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', bad, '--project', tmp_path, '--name', 'bad')
+    assert not (tmp_path / 'bad' / 'weights' / 'last.pt').exists()  # no epoch trained
+
+
+@pytest.mark.parametrize('hyp', HYPS, ids=lambda p: p.stem[4:])
+def test_each_shipped_hyp_trains_with_finite_losses(tree, tiny_data, hyp, tmp_path):
+    import csv
+    run_script(tree, 'train.py', '--data', tiny_data, '--cfg', 'yolov5n.yaml', '--weights', '', '--img', 64,
+               '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', hyp, '--project', tmp_path, '--name', 'h',
+               '--noplots')
+    with open(tmp_path / 'h' / 'results.csv') as f:
+        row = {k.strip(): float(v) for k, v in next(csv.DictReader(f)).items()}
+    for key in ('train/box_loss', 'train/obj_loss', 'train/cls_loss', 'val/box_loss', 'val/obj_loss'):
+        assert math.isfinite(row[key]), key
