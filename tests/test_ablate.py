@@ -53,6 +53,7 @@ def test_smoke_ablation_end_to_end_and_nothing_trained_twice(tree, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.glob('runs/*/train.log')} == logs  # no training again
     assert (out / 'runs' / 'eiou-s0' / 'val.json').exists()
     # the report alone rebuilds from finished runs
+    md = (out / 'results.md').read_text()
     (out / 'results.md').unlink()
     assert ablate_cli('report', path).returncode == 0 and (out / 'results.md').read_text() == md
 
