@@ -356,7 +356,7 @@ def plot(rows: list[dict], summary: list[dict], out: Path) -> None:
            color=['tab:gray' if i == 0 else 'tab:blue' for i in x])
     ax.set_xticks(list(x), [r['variant'] for r in summary], rotation=30, ha='right')
     ax.set_ylabel('mAP50-95 (test split)')
-    ax.set_title('mAP50-95 per variant (mean ± std over seeds)')
+    ax.set_title('mAP50-95 per variant\n(mean ± std over seeds)')
     fig.tight_layout()
     fig.savefig(out / 'map_per_variant.png', dpi=150)
     plt.close(fig)
