@@ -10,7 +10,7 @@ SOURCE  ?= auto# where v7.0 comes from: auto | git | pypi (scripts/apply.py --so
 
 # train.py / val.py / detect.py options. CPU defaults: yolov5n at 320 px on BCCD, ~8 min on 2 cores.
 CFG     ?= yolov5n.yaml
-HYP     ?= $(TREE)/data/hyps/hyp.scratch-low.yaml
+HYP     ?= configs/hyps/hyp.scratch-short.yaml# upstream hyp.scratch-low with lr0 0.02 (see the file)
 DATA    ?= configs/data/bccd.yaml
 EPOCHS  ?= 40
 IMG     ?= 320

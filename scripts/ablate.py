@@ -170,6 +170,16 @@ def data_yaml(abl: dict) -> Path:
     return path
 
 
+def build_label_caches(data: Path) -> None:
+    """Write YOLOv5's labels/*.cache once, here: runs started together would race to write the same files."""
+    from utils.dataloaders import LoadImagesAndLabels
+    from utils.general import check_dataset
+    d = check_dataset(str(data))
+    for split in ('train', 'val', 'test'):
+        if d.get(split):
+            LoadImagesAndLabels(d[split], img_size=64, batch_size=1, prefix=f'{split}: ')
+
+
 def plan(abl: dict) -> list[Run]:
     return [Run(v, s, abl['out'] / 'runs' / f'{v["name"]}-s{s}') for v in abl['variants'] for s in abl['seeds']]
 
@@ -242,6 +252,8 @@ def run_ablation(path: Path) -> int:
     abl = load_ablation(path)
     check_variants(abl)  # fail fast, before any training
     data = data_yaml(abl)
+    if len(devices_of(abl)) > 1:
+        build_label_caches(data)
     runs = plan(abl)
     todo = [r for r in runs if run_state(r) != 'done']
     print(f'ablate: {abl["name"]}: {len(runs)} runs ({len(abl["variants"])} variants x {len(abl["seeds"])} seeds), '

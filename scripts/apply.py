@@ -125,9 +125,24 @@ def baseline_from_pypi(cache: Path, work: Path) -> Baseline:
                 data = restore_import_layout(data.decode()).encode()
             dst.write_bytes(data)
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    restored = restore_upstream_text(files)
     return Baseline(files, 'pypi', f'Source: PyPI {PYPI_REQUIREMENT} ({wheel.name}, sha256 {sha})\n'
                     f'The packaged YOLOv5 {PINNED_TAG}: package-only files {", ".join(PYPI_ONLY_FILES)} dropped,\n'
-                    'imports of the form `yolov5.x` rewritten to upstream\'s top-level `x`.')
+                    'imports of the form `yolov5.x` rewritten to upstream\'s top-level `x`,\n'
+                    f'packaging deviations from upstream undone: {", ".join(restored) or "none"}.')
+
+
+def restore_upstream_text(files: Path) -> list[str]:
+    """Apply patches/pypi/*.patch: places where the wheel's code differs from upstream v7.0 and breaks it."""
+    applied = []
+    for patch in sorted((PROJECT / 'patches' / 'pypi').glob('*.patch')):
+        env = {**os.environ, 'GIT_CEILING_DIRECTORIES': str(files.parent)}  # plain patching, no enclosing repo
+        r = subprocess.run(['git', 'apply', str(patch)], cwd=files, env=env, capture_output=True, text=True)
+        if r.returncode:
+            raise ApplyError(f'patches/pypi/{patch.name} does not apply to the wheel:\n{r.stderr.strip()}')
+        h = hashlib.sha256(patch.read_bytes()).hexdigest()[:12]
+        applied.append(f'patches/pypi/{patch.name} ({h})')
+    return applied
 
 
 def restore_import_layout(text: str) -> str:

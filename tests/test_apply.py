@@ -34,6 +34,9 @@ def test_pypi_baseline_has_upstream_import_layout(tree):
         assert 'from yolov5.' not in text and 'import yolov5' not in text, f
     assert not (tree / '__init__.py').exists() and not (tree / 'cli.py').exists()
     assert 'import val as validate' in (tree / 'train.py').read_text()
+    # the wheel's val.py forced FP16 inputs on a float model on GPUs; upstream's line is restored
+    assert 'half = cuda =' not in (tree / 'val.py').read_text()
+    assert 'patches/pypi/val-half-on-cuda.patch' in git.Repo(tree).tags['upstream'].commit.message
 
 
 def test_restore_import_layout_rewrites_every_form():
