@@ -101,8 +101,8 @@ def _broken_patches(tmp_path):
     bad = patches / 'zz-broken.patch'
     bad.write_text('Subject: A patch that no longer applies\nWhy: test\n---\n'
                    '--- a/utils/loss.py\n+++ b/utils/loss.py\n'
-                   '@@ -1,3 +1,3 @@\n'
-                   '-# YOLOv5 🚀 by Ultralytics, GPL-3.0 license\n+# changed\n """\n Loss functions\n'
+                   '@@ -3,2 +3,2 @@\n'
+                   '-Loss functions\n+Loss functions (changed)\n """\n'
                    '@@ -10,3 +10,3 @@\n from utils.metrics import bbox_iou\n-THIS LINE IS NOT THERE\n+x\n'
                    ' from utils.torch_utils import de_parallel\n')
     with (patches / 'series').open('a') as f:

@@ -19,7 +19,7 @@ def seed_yamls():
     so each layer is read back as the post wrote it)."""
     text = SEED_004.read_text()
     out = []
-    for start in [m.start() for m in re.finditer(r'^# YOLOv5 🚀 by Ultralytics, GPL-3.0 license# Parameters', text, re.M)]:
+    for start in [m.start() for m in re.finditer(r'^# YOLOv5 \S+ by \w+, GPL-3.0 license# Parameters', text, re.M)]:
         chunk = text[start:]
         layers = lambda s: [[yaml.safe_load(f), int(n), m, yaml.safe_load(f'[{a}]')] for f, n, m, a in LAYER.findall(s)]
         out.append({
