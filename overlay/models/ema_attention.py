@@ -40,12 +40,15 @@ class EMA(nn.Module):
         return (gx * weights.sigmoid()).reshape(b, c, h, w)
 
 
-class C3_EMA1(C3):
-    # C3 with EMA on the bottleneck branch, after cv1 (seed 004, placement 1)
+class C3WithEMA(C3):
+    # C3 holding one EMA module; subclasses say where it sits (attention_channels, forward)
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, factor=8):
         super().__init__(c1, c2, n, shortcut, g, e)
         self.ema = EMA(self.attention_channels(c1, c2, e), factor)
 
+
+class C3_EMA1(C3WithEMA):
+    # C3 with EMA on the bottleneck branch, after cv1 (seed 004, placement 1)
     @staticmethod
     def attention_channels(c1, c2, e=0.5):
         return int(c2 * e)
@@ -54,12 +57,8 @@ class C3_EMA1(C3):
         return self.cv3(torch.cat((self.m(self.ema(self.cv1(x))), self.cv2(x)), 1))
 
 
-class C3_EMA2(C3):
+class C3_EMA2(C3WithEMA):
     # C3 with EMA on the input of the cv2 (shortcut) branch (seed 004, placement 2)
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, factor=8):
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self.ema = EMA(self.attention_channels(c1, c2, e), factor)
-
     @staticmethod
     def attention_channels(c1, c2, e=0.5):
         return c1
@@ -68,12 +67,8 @@ class C3_EMA2(C3):
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(self.ema(x))), 1))
 
 
-class C3_EMA3(C3):
+class C3_EMA3(C3WithEMA):
     # C3 with EMA on the concatenation, before cv3 (seed 004, placement 3)
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, factor=8):
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self.ema = EMA(self.attention_channels(c1, c2, e), factor)
-
     @staticmethod
     def attention_channels(c1, c2, e=0.5):
         return 2 * int(c2 * e)
