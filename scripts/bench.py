@@ -4,7 +4,6 @@
     python scripts/bench.py                          # CPU, 640 px, batch 8
     python scripts/bench.py --device 0 --amp         # GPU, autocast
     python scripts/bench.py --models yolov5s_EMA --img 320 640
-    python scripts/bench.py --losses                 # one box-loss call per iou_type, relative to CIoU
 
 Times are medians over --repeats after a warm-up; ratios are against yolov5s measured in the same run
 (interleaved, so drift of a noisy machine hits every model alike).
@@ -129,11 +128,6 @@ def print_model_table(device, rows, opt):
               f"{r['step_ms']:.0f} | {r['step_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} |")
 
 
-def loss_table(opt):
-    from loss_bench import run_loss_bench  # noqa: E402  (scripts/loss_bench.py)
-    run_loss_bench(opt)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,16 +139,10 @@ def main(argv=None) -> int:
     p.add_argument('--amp', action='store_true', help='autocast on GPU, as train.py does')
     p.add_argument('--repeats', type=int, default=2, help='timed calls per round')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds over all models')
-    p.add_argument('--losses', action='store_true', help='also time the box losses (issue: losses)')
-    p.add_argument('--no-models', action='store_true', help='skip the model table')
     opt = p.parse_args(argv)
     import_tree(opt.tree.resolve())
-    if not opt.no_models:
-        device, rows = model_table(opt, opt.tree)
-        print_model_table(device, rows, opt)
-    if opt.losses:
-        sys.path.insert(0, str(Path(__file__).parent))
-        loss_table(opt)
+    device, rows = model_table(opt, opt.tree)
+    print_model_table(device, rows, opt)
     return 0
 
 
