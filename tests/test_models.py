@@ -61,19 +61,48 @@ class PaperEMA(nn.Module):
 @pytest.mark.parametrize('channels,size,factor', [(64, 20, 8), (128, 11, 8), (96, 7, 4), (32, 5, 32)])
 def test_ema_matches_the_paper_equations_forward_and_backward(yolo, channels, size, factor):
     from models.ema_attention import EMA
+    from models.ema_autograd import ema_forward
     torch.manual_seed(0)
     ours, ref = EMA(channels, factor), PaperEMA(channels, factor)
     with torch.no_grad():
         ours.gn.weight.normal_(), ours.gn.bias.normal_()  # non-trivial affine, to exercise the algebra
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(2, channels, size, size + 3, requires_grad=True)
-    y_ours, y_ref = ours(x), ref(x)
-    torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-5)
+    y_ref = ref(x)
     g = torch.randn_like(y_ref)
-    grads_ours = torch.autograd.grad(y_ours, [x, *ours.parameters()], g)
     grads_ref = torch.autograd.grad(y_ref, [x, *ref.parameters()], g)
-    for a, b in zip(grads_ours, grads_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # training on CPU takes the hand-written backward; autocast and export take autograd's through ema_forward
+    assert ours.fused_backward(x)
+    for name, y_ours in (('hand-written backward', ours(x)), ('autograd', ema_forward(x, ours)[0])):
+        torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-5, msg=lambda m: f'{name}: {m}')
+        grads_ours = torch.autograd.grad(y_ours, [x, *ours.parameters()], g)
+        for a, b in zip(grads_ours, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f'{name}: {m}')
+    with torch.no_grad():  # inference reuses buffers in place and takes two-pass statistics
+        assert not ours.fused_backward(x)
+        torch.testing.assert_close(ours(x), y_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_ema_hand_written_backward_passes_gradcheck(yolo, channels_last):
+    from models.ema_attention import EMA
+    from models.ema_autograd import EMAFunction
+    torch.manual_seed(0)
+    ema = EMA(8, 2).double()
+    with torch.no_grad():
+        ema.gn.weight.normal_(), ema.gn.bias.normal_()
+    x = torch.randn(2, 8, 4, 5, dtype=torch.float64, requires_grad=True)
+    params = [ema.conv1x1.weight, ema.conv1x1.bias, ema.conv3x3.weight, ema.conv3x3.bias, ema.gn.weight, ema.gn.bias]
+    assert torch.autograd.gradcheck(lambda x, *p: EMAFunction.apply(x, ema, channels_last, *p), (x, *params))
+
+
+def test_ema_statistics_do_not_cancel_on_large_offsets(yolo):
+    from models.ema_autograd import channel_var_mean
+    y = 1000 + 0.01 * torch.randn(2, 3, 40, 40)  # E[y^2] - E[y]^2 would lose every digit in float32
+    var, mean = channel_var_mean(y)
+    ref_var, ref_mean = torch.var_mean(y.double(), dim=(2, 3), unbiased=False)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-3, atol=0)
+    torch.testing.assert_close(mean.double(), ref_mean)
 
 
 def test_ema_channels_come_from_the_input_and_bad_factor_names_the_layer(yolo):

@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 from models.common import C3
+from models.ema_autograd import EMAFunction, ema_forward
 
 
 class EMA(nn.Module):
@@ -19,25 +20,19 @@ class EMA(nn.Module):
         self.conv3x3 = nn.Conv2d(cg, cg, 3, padding=1)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        gx = x.reshape(b * self.groups, c // self.groups, h, w)
-        # 1x1 branch: pool along each axis, shared 1x1 conv, sigmoid gates
-        hw = self.conv1x1(torch.cat([gx.mean(3, keepdim=True), gx.mean(2, keepdim=True).transpose(2, 3)], 2))
-        gate_h, gate_w = hw.sigmoid().split([h, w], 2)
-        y = gx * gate_h * gate_w.transpose(2, 3)
-        # GroupNorm(y) is never materialised: only its per-channel statistics enter the result.
-        # Its spatial mean is exactly the GN bias, and a weighted channel sum of GN(y) is an affine
-        # function of the same weighted sum of y.
-        var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False)
-        scale = self.gn.weight * torch.rsqrt(var + self.gn.eps)  # (bg, cg)
-        x2 = self.conv3x3(gx)
-        attn1 = self.gn.bias.softmax(0).expand(b * self.groups, -1)  # softmax(avgpool(GN(y)))
-        attn2 = x2.mean((2, 3)).softmax(1)  # softmax(avgpool(x2))
-        coef = attn2 * scale
-        offset = (attn2 * (self.gn.bias - mean * scale)).sum(1)
-        weights = (torch.bmm(attn1.unsqueeze(1), x2.flatten(2)) + torch.bmm(coef.unsqueeze(1), y.flatten(2))).view(
-            b * self.groups, 1, h, w) + offset.view(-1, 1, 1, 1)
-        return (gx * weights.sigmoid()).reshape(b, c, h, w)
+        if self.fused_backward(x):
+            params = (self.conv1x1.weight, self.conv1x1.bias, self.conv3x3.weight, self.conv3x3.bias, self.gn.weight,
+                      self.gn.bias)
+            # oneDNN's 3x3 convolution over few channels is several times faster channels-last (forward and
+            # both backward products) than the cost of the one copy it needs
+            return EMAFunction.apply(x, self, x.device.type == 'cpu', *params)
+        return ema_forward(x, self)[0]  # autograd's: inference, export, autocast
+
+    def fused_backward(self, x):
+        # the hand-written backward runs in full precision only; autocast and tracing keep autograd's
+        return (torch.is_grad_enabled() and x.dtype in (torch.float32, torch.float64) and
+                not torch.is_autocast_enabled(x.device.type) and not torch.jit.is_tracing() and
+                (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 
 
 class C3WithEMA(C3):
