@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmarks (a table, not a test): model size and speed of every shipped YAML against yolov5s.
+"""Benchmarks (tables, not tests): size and speed of every shipped model YAML against yolov5s, and the time
+of one loss call for every shipped loss hyp against upstream's CIoU.
 
-    python scripts/bench.py                          # CPU, 640 px, batch 8
-    python scripts/bench.py --device 0 --amp         # GPU, autocast
-    python scripts/bench.py --models yolov5s_EMA --img 320 640
+    python scripts/bench.py                          # both tables, CPU: models at 640 px batch 8, losses
+    python scripts/bench.py models --device 0 --amp  # GPU, autocast as train.py uses it
+    python scripts/bench.py models --models yolov5s_EMA --img 320 640
+    python scripts/bench.py losses
 
-Times are medians over --repeats after a warm-up; ratios are against yolov5s measured in the same run
-(interleaved, so drift of a noisy machine hits every model alike).
+Each time is the best of --rounds x --repeats calls after a warm-up, models interleaved round by round, and a
+ratio is against yolov5s (or CIoU) measured in the same run. Best-of rather than median: on a shared 2-core
+machine single training steps of the same model varied by +-15%, and that noise only ever adds time.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ def import_tree(tree: Path):
     if not (tree / 'models' / 'yolo.py').exists():
         raise SystemExit(f'bench: {tree} is not a built tree; run `make apply` first')
     sys.path.insert(0, str(tree))
+    import utils.general  # noqa: F401 (sets up the 'yolov5' logger, which would print every model summary)
     logging.getLogger('yolov5').setLevel(logging.WARNING)
 
 
@@ -44,24 +47,37 @@ def sync(device):
 
 
 def time_call(fn, device, repeats: int, warmup: int = 1) -> float:
+    # best of `repeats` calls, in seconds
     for _ in range(warmup):
         fn()
     sync(device)
-    times = []
+    best = float('inf')
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
-def model_table(opt, tree: Path):
+def select_device(name: str):
+    import torch
+    if name == 'cpu' or (name == '' and not torch.cuda.is_available()):
+        return torch.device('cpu')
+    if not torch.cuda.is_available():
+        raise SystemExit(f'bench: --device {name!r} asks for a GPU, but torch sees none; use --device cpu')
+    return torch.device(f'cuda:{name or 0}')
+
+
+def device_name(device):
+    import torch
+    return torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
+
+
+def model_table(opt, tree: Path, device):
     import torch
     from models.yolo import Model
 
-    device = torch.device('cuda:0' if opt.device not in ('cpu', '') and torch.cuda.is_available() else
-                          'cuda:0' if opt.device == '' and torch.cuda.is_available() else 'cpu')
     names = opt.models or ['yolov5s'] + sorted(p.stem for p in MODELS.glob('*.yaml'))
     if 'yolov5s' not in names:
         names = ['yolov5s'] + names
@@ -95,11 +111,10 @@ def model_table(opt, tree: Path):
         for name, m in models.items():
             rows.append(dict(model=name, img=img, layers=len(list(m.modules())),
                              params=sum(p.numel() for p in m.parameters()), gflops=gflops(m, device),
-                             step_ms=1e3 * statistics.median(step[name]),
-                             infer_ms=1e3 * statistics.median(infer[name]) / opt.batch,
-                             step_ratio=statistics.median(step[name]) / statistics.median(step['yolov5s']),
-                             infer_ratio=statistics.median(infer[name]) / statistics.median(infer['yolov5s'])))
-    return device, rows
+                             step_ms=1e3 * min(step[name]), infer_ms=1e3 * min(infer[name]) / opt.batch,
+                             step_ratio=min(step[name]) / min(step['yolov5s']),
+                             infer_ratio=min(infer[name]) / min(infer['yolov5s'])))
+    return rows
 
 
 def gflops(model, device, img=640):
@@ -117,9 +132,7 @@ def gflops(model, device, img=640):
 
 
 def print_model_table(device, rows, opt):
-    import torch
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
-    print(f'\nModels on {name}, batch {opt.batch}, {"AMP" if opt.amp and device.type == "cuda" else "float32"}; '
+    print(f'\nModels on {device_name(device)}, batch {opt.batch}, {"AMP" if opt.amp and device.type == "cuda" else "float32"}; '
           'step = forward+backward, ratios against yolov5s\n')
     print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s |')
     print('|---|---|---|---|---|---|---|---|---|')
@@ -131,6 +144,7 @@ def print_model_table(device, rows, opt):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('what', nargs='?', choices=('all', 'models', 'losses'), default='all', help='which table(s)')
     p.add_argument('--tree', type=Path, default=PROJECT / 'yolov5')
     p.add_argument('--models', nargs='*', help='model YAML names or paths (default: yolov5s and every shipped YAML)')
     p.add_argument('--img', type=int, nargs='+', default=[640])
@@ -139,10 +153,16 @@ def main(argv=None) -> int:
     p.add_argument('--amp', action='store_true', help='autocast on GPU, as train.py does')
     p.add_argument('--repeats', type=int, default=2, help='timed calls per round')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds over all models')
+    p.add_argument('--loss-img', type=int, default=640, help='image size whose Detect outputs the losses get')
+    p.add_argument('--loss-batch', type=int, default=16, help="batch of the loss table (train.py's default)")
     opt = p.parse_args(argv)
     import_tree(opt.tree.resolve())
-    device, rows = model_table(opt, opt.tree)
-    print_model_table(device, rows, opt)
+    device = select_device(opt.device)
+    if opt.what in ('all', 'models'):
+        print_model_table(device, model_table(opt, opt.tree, device), opt)
+    if opt.what in ('all', 'losses'):
+        from bench_losses import loss_table, print_loss_table
+        print_loss_table(device_name(device), loss_table(opt, device, time_call), opt)
     return 0
 
 
