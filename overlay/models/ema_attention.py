@@ -20,17 +20,16 @@ class EMA(nn.Module):
         self.conv3x3 = nn.Conv2d(cg, cg, 3, padding=1)
 
     def forward(self, x):
-        if self.fused_backward(x):
+        if self.hand_written_backward(x):
             params = (self.conv1x1.weight, self.conv1x1.bias, self.conv3x3.weight, self.conv3x3.bias, self.gn.weight,
                       self.gn.bias)
-            # oneDNN's 3x3 convolution over few channels is several times faster channels-last (forward and
-            # both backward products) than the cost of the one copy it needs
-            return EMAFunction.apply(x, self, x.device.type == 'cpu', *params)
-        return ema_forward(x, self)[0]  # autograd's: inference, export, autocast
+            return EMAFunction.apply(x, self, *params)
+        return ema_forward(x, self)[0]  # autograd's: inference, export, GPU, autocast
 
-    def fused_backward(self, x):
-        # the hand-written backward runs in full precision only; autocast and tracing keep autograd's
-        return (torch.is_grad_enabled() and x.dtype in (torch.float32, torch.float64) and
+    def hand_written_backward(self, x):
+        # the hand-written backward: CPU training in full precision, where it was measured (see README);
+        # GPU, autocast and tracing keep autograd's
+        return (x.device.type == 'cpu' and torch.is_grad_enabled() and x.dtype in (torch.float32, torch.float64) and
                 not torch.is_autocast_enabled(x.device.type) and not torch.jit.is_tracing() and
                 (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 

@@ -13,7 +13,7 @@ def channel_var_mean(y, scratch=None):
     return torch.linalg.vector_norm(centered, dim=(2, 3)).square_() / (y.shape[2] * y.shape[3]), mean
 
 
-def ema_forward(x, ema, keep=False, channels_last=False):
+def ema_forward(x, ema, keep=False):
     # Output of the EMA module `ema` (ema_attention.py) and, if keep, what backward needs. Its convolutions are
     # called as modules so that hooks (thop's FLOPs count, YOLOv5's profiler) see them. GroupNorm(y) is never
     # materialised: its spatial mean is the GN bias, and a weighted channel sum of GN(y) is an affine function
@@ -35,7 +35,9 @@ def ema_forward(x, ema, keep=False, channels_last=False):
     rstd = torch.rsqrt(var + ema.gn.eps)
     scale = gamma * rstd  # (n, k)
     # 3x3 branch, then cross-spatial learning: each branch's global context weights the other's pixels
-    conv_in = gx.contiguous(memory_format=torch.channels_last) if channels_last else gx
+    # keep (the hand-written backward, CPU only): oneDNN's 3x3 convolution over few channels is several times
+    # faster channels-last, forward and both backward products, than the one copy this costs
+    conv_in = gx.contiguous(memory_format=torch.channels_last) if keep else gx
     x2 = ema.conv3x3(conv_in)
     attn1 = beta.softmax(0).expand(n, -1)  # softmax(avgpool(GN(y)))
     attn2 = x2.mean((2, 3)).softmax(1)  # softmax(avgpool(x2))
@@ -51,10 +53,10 @@ def ema_forward(x, ema, keep=False, channels_last=False):
 class EMAFunction(torch.autograd.Function):
     # ema_forward with the backward written out by hand (checked against autograd by gradcheck in the tests)
     @staticmethod
-    def forward(ctx, x, ema, channels_last, w1, b1, w3, b3, gamma, beta):
+    def forward(ctx, x, ema, w1, b1, w3, b3, gamma, beta):
         # w1 ... beta are ema's parameters, passed so that autograd hands their gradients back
-        out, kept = ema_forward(x, ema, keep=True, channels_last=channels_last)
-        ctx.groups, ctx.channels_last = ema.groups, channels_last
+        out, kept = ema_forward(x, ema, keep=True)
+        ctx.groups = ema.groups
         ctx.save_for_backward(x, w1, w3, gamma, beta, *kept)
         return out
 
@@ -91,7 +93,7 @@ class EMAFunction(torch.autograd.Function):
         dy.addcmul_(coef.view(n, k, 1, 1), dweights)
         # x2 enters the weighted sum and its own spatial mean
         dx2 = torch.addcmul((dmean2 / hw).view(n, 1, 1, k), dweights.view(n, h, w, 1), attn1)  # (n, h, w, k)
-        dx2 = dx2.permute(0, 3, 1, 2) if ctx.channels_last else dx2.permute(0, 3, 1, 2).contiguous()
+        dx2 = dx2.permute(0, 3, 1, 2)  # channels-last, as conv_in
         dgx_conv, dw3, db3 = torch.ops.aten.convolution_backward(
             dx2, conv_in, w3, [k], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True])
         del dx2
@@ -110,4 +112,4 @@ class EMAFunction(torch.autograd.Function):
         dgx += dy.mul_(gate_h).mul_(gate_w)
         dgx += dgx_conv
         dgx += dpool_w.transpose(2, 3) / h  # Y pool
-        return dgx.view(b, c, h, w), None, None, dw1, db1, dw3, db3, dgamma, dbeta
+        return dgx.view(b, c, h, w), None, dw1, db1, dw3, db3, dgamma, dbeta
