@@ -23,6 +23,7 @@ BEST    ?= $(RUNS)/train/$(NAME)/weights/best.pt
 SOURCE_IMAGES ?= datasets/BCCD/images/test
 ARGS    ?=# anything else for train.py, e.g. ARGS="--cos-lr --patience 10"
 ABL     ?= configs/ablations/smoke.yaml
+BENCH   ?=# scripts/bench.py arguments, e.g. BENCH="models --img 320 640" or BENCH="losses --amp"
 
 NGPU := $(words $(subst $(comma), ,$(DEVICE)))
 comma := ,
@@ -86,8 +87,8 @@ test: $(STAMP_VENV)  ## the test suite (fast tests and the end-to-end runs; no G
 test-all: $(STAMP_VENV)  ## every test, the slow ones too
 	$(PY) -m pytest -q tests
 
-bench: apply  ## model/loss speed tables (prints; not a test)
-	$(PY) scripts/bench.py
+bench: apply  ## model and loss speed tables on DEVICE (prints; not a test)
+	$(PY) scripts/bench.py --device "$(DEVICE)" $(BENCH)
 
 ablate: apply  ## run the ablation ABL (resumable), then write its report
 	$(PY) scripts/ablate.py run $(ABL)

@@ -61,7 +61,9 @@ def time_call(fn, device, repeats: int, warmup: int = 1) -> float:
 
 
 def select_device(name: str):
+    # as train.py's --device: 'cpu', '' (first GPU if any) or GPU indices, of which the first is used
     import torch
+    name = name.split(',')[0].strip()
     if name == 'cpu' or (name == '' and not torch.cuda.is_available()):
         return torch.device('cpu')
     if not torch.cuda.is_available():
@@ -72,6 +74,10 @@ def select_device(name: str):
 def device_name(device):
     import torch
     return torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
+
+
+def precision(opt, device):
+    return 'AMP' if opt.amp and device.type == 'cuda' else 'float32'
 
 
 def model_table(opt, tree: Path, device):
@@ -132,7 +138,7 @@ def gflops(model, device, img=640):
 
 
 def print_model_table(device, rows, opt):
-    print(f'\nModels on {device_name(device)}, batch {opt.batch}, {"AMP" if opt.amp and device.type == "cuda" else "float32"}; '
+    print(f'\nModels on {device_name(device)}, batch {opt.batch}, {precision(opt, device)}; '
           'step = forward+backward, ratios against yolov5s\n')
     print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s |')
     print('|---|---|---|---|---|---|---|---|---|')
@@ -149,7 +155,7 @@ def main(argv=None) -> int:
     p.add_argument('--models', nargs='*', help='model YAML names or paths (default: yolov5s and every shipped YAML)')
     p.add_argument('--img', type=int, nargs='+', default=[640])
     p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--device', default='cpu', help="'cpu', '0' (first GPU) or '' (GPU if any)")
+    p.add_argument('--device', default='cpu', help="'cpu', '0' (first GPU) or '' (GPU if any, as make bench)")
     p.add_argument('--amp', action='store_true', help='autocast on GPU, as train.py does')
     p.add_argument('--repeats', type=int, default=2, help='timed calls per round')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds over all models')
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
         print_model_table(device, model_table(opt, opt.tree, device), opt)
     if opt.what in ('all', 'losses'):
         from bench_losses import loss_table, print_loss_table
-        print_loss_table(device_name(device), loss_table(opt, device, time_call), opt)
+        print_loss_table(f'{device_name(device)}, {precision(opt, device)}', loss_table(opt, device, time_call), opt)
     return 0
 
 

@@ -41,7 +41,7 @@ def synthetic_targets(batch, per_image, generator):
     return torch.stack([image, cls, x, y, w, h], 1)
 
 
-def box_term(compute_loss, p, targets):
+def box_term(compute_loss, p, targets, autocast):
     # The box loss alone on this batch's positives, as ComputeLoss computes it (forward and backward): the part
     # that differs between iou_type variants, which the whole call's objectness term otherwise hides
     import torch
@@ -55,11 +55,12 @@ def box_term(compute_loss, p, targets):
 
     def run():
         loss = 0
-        for i, pbox in enumerate(pboxes):
-            if compute_loss.box_loss:
-                loss = loss + compute_loss.box_loss(pbox, tbox[i], i, p[i].shape)[0].mean()
-            else:
-                loss = loss + (1.0 - bbox_iou(pbox, tbox[i], CIoU=True).squeeze()).mean()
+        with autocast():
+            for i, pbox in enumerate(pboxes):
+                if compute_loss.box_loss:
+                    loss = loss + compute_loss.box_loss(pbox, tbox[i], i, p[i].shape)[0].mean()
+                else:
+                    loss = loss + (1.0 - bbox_iou(pbox, tbox[i], CIoU=True).squeeze()).mean()
         loss.backward()
     return run
 
@@ -74,22 +75,32 @@ def loss_table(opt, device, time_call):
     model = Model(str(tree / 'models' / 'yolov5s.yaml'), nc=80).to(device)
     detect = model.model[-1]
     img, batch = opt.loss_img, opt.loss_batch
-    preds = [(0.5 * torch.randn(batch, detect.na, img // int(s), img // int(s), detect.no, generator=generator)).to(device)
-             for s in detect.stride]
+    amp = opt.amp and device.type == 'cuda'  # as train.py: the loss runs inside autocast, on float16 outputs
+
+    def autocast():
+        return torch.autocast(device.type, enabled=amp)
+
+    preds = [(0.5 * torch.randn(batch, detect.na, img // int(s), img // int(s), detect.no, generator=generator)).to(
+        device, torch.float16 if amp else torch.float32) for s in detect.stride]
     targets = synthetic_targets(batch, 12, generator).to(device)
     rows, timed = [], []
     for name, hyp in loss_variants(tree):
         model.hyp = hyp
         compute_loss = ComputeLoss(model)
         p = [x.clone().requires_grad_() for x in preds]
-        loss = compute_loss(p, targets)[0]
+        with autocast():
+            loss = compute_loss(p, targets)[0]
         fl = 'focal' if hyp.get('fl_gamma') else 'bce'
         rows.append(dict(variant=name, iou_type=hyp.get('iou_type', 'CIoU'),
                          cls_obj=f"{hyp.get('cls_loss') or fl}/{hyp.get('obj_loss') or fl}", loss=float(loss),
                          positives=sum(len(t) for t in compute_loss.build_targets(p, targets)[1])))
-        timed.append({'call': lambda c=compute_loss, p=p: c(p, targets),
-                      'step': lambda c=compute_loss, p=p: c(p, targets)[0].backward(),
-                      'box': box_term(compute_loss, p, targets)})
+
+        def call(c=compute_loss, p=p):
+            with autocast():
+                return c(p, targets)[0]
+
+        timed.append({'call': call, 'step': lambda call=call: call().backward(),
+                      'box': box_term(compute_loss, p, targets, autocast)})
     for _ in range(opt.rounds):  # interleave variants round by round
         for row, fns in zip(rows, timed):
             for key, fn in fns.items():
@@ -100,11 +111,12 @@ def loss_table(opt, device, time_call):
     return rows
 
 
-def print_loss_table(device_name, rows, opt):
-    print(f'\nLosses on {device_name}: one ComputeLoss call on yolov5s outputs at {opt.loss_img} px, batch '
+def print_loss_table(where, rows, opt):
+    print(f'\nLosses on {where}: one ComputeLoss call on yolov5s outputs at {opt.loss_img} px, batch '
           f'{opt.loss_batch}, 12 boxes per image ({rows[0]["positives"]} positives); ratios against upstream '
           'CIoU + BCE. The box term (its forward and backward on the positives) is the part iou_type changes.\n')
-    print('| variant | iou_type | cls/obj | loss | call ms | x CIoU | call+backward ms | x CIoU | box term ms | x CIoU |')
+    print('| variant | iou_type | cls/obj | loss | call ms | x CIoU | call+backward ms | x CIoU | box term ms '
+          '| x CIoU |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['variant']} | {r['iou_type']} | {r['cls_obj']} | {r['loss']:.3f} | {1e3 * r['call']:.1f} | "
