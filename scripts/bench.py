@@ -61,14 +61,13 @@ def time_call(fn, device, repeats: int, warmup: int = 1) -> float:
 
 
 def select_device(name: str):
-    # as train.py's --device: 'cpu', '' (first GPU if any) or GPU indices, of which the first is used
-    import torch
-    name = name.split(',')[0].strip()
-    if name == 'cpu' or (name == '' and not torch.cuda.is_available()):
-        return torch.device('cpu')
-    if not torch.cuda.is_available():
-        raise SystemExit(f'bench: --device {name!r} asks for a GPU, but torch sees none; use --device cpu')
-    return torch.device(f'cuda:{name or 0}')
+    # train.py's device selection ('cpu', '' for the first GPU if any, '0' or '0,1': the first of them is used),
+    # with its failure as a one-line error
+    from utils.torch_utils import select_device as yolov5_select_device
+    try:
+        return yolov5_select_device(name)
+    except AssertionError as e:
+        raise SystemExit(f'bench: {e}') from None
 
 
 def device_name(device):

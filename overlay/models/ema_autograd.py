@@ -9,7 +9,7 @@ def channel_var_mean(y, scratch=None):
     # Per-channel (biased) variance and mean over (h, w). Two passes through a scratch buffer: var_mean's
     # Welford loop is several times slower on CPU, and E[y^2] - E[y]^2 would cancel catastrophically
     mean = y.mean((2, 3))
-    centered = torch.sub(y, mean[..., None, None], out=scratch) if scratch is not None else y - mean[..., None, None]
+    centered = torch.sub(y, mean[..., None, None], out=scratch)
     return torch.linalg.vector_norm(centered, dim=(2, 3)).square_() / (y.shape[2] * y.shape[3]), mean
 
 
