@@ -10,7 +10,8 @@ SOURCE  ?= auto# where v7.0 comes from: auto | git | pypi (scripts/apply.py --so
 
 # train.py / val.py / detect.py options. CPU defaults: yolov5n at 320 px on BCCD, ~8 min on 2 cores.
 CFG     ?= yolov5n.yaml
-HYP     ?= configs/hyps/hyp.scratch-short.yaml# upstream hyp.scratch-low with lr0 0.02 (see the file)
+HYP     ?= hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml# base files, layered: upstream's + lr0 0.02
+VARIANT ?=# hyp variant on HYP: a name in configs/hyps/ (eiou, varifocal, ema-off, ...) or a file
 DATA    ?= configs/data/bccd.yaml
 EPOCHS  ?= 40
 IMG     ?= 320
@@ -25,8 +26,9 @@ ARGS    ?=# anything else for train.py, e.g. ARGS="--cos-lr --patience 10"
 ABL     ?= configs/ablations/smoke.yaml
 BENCH   ?=# scripts/bench.py arguments, e.g. BENCH="models --img 320 640" or BENCH="losses --amp"
 
-NGPU := $(words $(subst $(comma), ,$(DEVICE)))
 comma := ,
+NGPU := $(words $(subst $(comma), ,$(DEVICE)))
+HYPS := $(HYP)$(if $(VARIANT),$(comma)$(if $(findstring /,$(VARIANT)),$(VARIANT),configs/hyps/$(VARIANT).yaml))
 # Several GPUs: one process per GPU through PyTorch's launcher, as YOLOv5 documents for DDP.
 ifeq ($(shell [ $(NGPU) -gt 1 ] && echo ddp),ddp)
 TRAIN_LAUNCH := $(PY) -m torch.distributed.run --nproc_per_node $(NGPU)
@@ -60,8 +62,8 @@ $(STAMP_DATA): scripts/voc2yolo.py configs/data/bccd.yaml | $(STAMP_VENV)
 	$(PY) scripts/voc2yolo.py --data configs/data/bccd.yaml --dest datasets/BCCD
 	touch $@
 
-train: apply data  ## train.py with CFG HYP DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
-	$(TRAIN_LAUNCH) $(TREE)/train.py --cfg $(CFG) --hyp $(HYP) --data $(DATA) --epochs $(EPOCHS) --img $(IMG) \
+train: apply data  ## train.py with CFG HYP VARIANT DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
+	$(TRAIN_LAUNCH) $(TREE)/train.py --cfg $(CFG) --hyp $(HYPS) --data $(DATA) --epochs $(EPOCHS) --img $(IMG) \
 		--batch $(BATCH) --weights '$(WEIGHTS)' --device '$(DEVICE)' --project $(RUNS)/train --name $(NAME) \
 		--exist-ok $(ARGS)
 

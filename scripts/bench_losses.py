@@ -20,10 +20,10 @@ def loss_variants(tree: Path):
     loss_keys = {'fl_gamma', *NEW_KEYS} - {'ema_decay', 'ema_tau'}
     base = yaml.safe_load((tree / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text())
     variants = [('CIoU (upstream)', base)]
-    for path in sorted(HYPS.glob('hyp.*.yaml')):
-        hyp = yaml.safe_load(path.read_text())
+    for path in sorted(HYPS.glob('*.yaml')):  # variant layers, each on upstream's base
+        hyp = {**base, **(yaml.safe_load(path.read_text()) or {})}
         if any(hyp.get(key) != base.get(key) for key in loss_keys):
-            variants.append((path.stem.removeprefix('hyp.'), hyp))
+            variants.append((path.stem, hyp))
     return variants
 
 
