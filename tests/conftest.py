@@ -1,9 +1,7 @@
 """Shared fixtures: a patched tree built from the PyPI baseline, a tiny dataset, helpers to run scripts."""
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -59,29 +57,30 @@ def yolo(tree):
     return tree
 
 
-def train_interrupted_then_resumed(tree, data, cfg, run, epochs=3, img=128):
-    """train.py killed right after its first checkpoint, then --resume: asserts that exactly the remaining
-    epochs are trained and the run finishes; returns the run folder (weights/best.pt is usable)."""
+def crash_train(tree, event, epoch, *train_args):
+    """train.py killed right after `event` ('results' or 'checkpoint') of `epoch` (tests/crash_train.py)."""
+    r = subprocess.run([PY, str(PROJECT / 'tests' / 'crash_train.py'), str(tree), event, str(epoch),
+                        *map(str, train_args)], capture_output=True, text=True, env=SCRIPT_ENV, cwd=tree, timeout=600)
+    assert r.returncode == 17, f'train.py was not interrupted ({r.returncode}):\n{r.stderr[-3000:]}'
+    return r
+
+
+def train_interrupted_then_resumed(tree, data, cfg, run, epochs=3, img=128, event='checkpoint', at_epoch=0):
+    """train.py killed after `event` of epoch `at_epoch`, then --resume: asserts that every epoch appears once in
+    results.csv and the run finishes; returns the run folder (weights/best.pt is usable)."""
     import torch
-    args = [PY, str(Path(tree) / 'train.py'), '--data', str(data), '--cfg', str(cfg), '--weights', '', '--img', str(img),
-            '--epochs', str(epochs), '--batch', '8', '--workers', '0', '--project', str(run.parent), '--name', run.name,
-            '--noval', '--noplots']
-    p = subprocess.Popen(args, cwd=tree, env=SCRIPT_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    last = run / 'weights' / 'last.pt'
-    deadline, size = time.time() + 600, -1
-    while p.poll() is None and time.time() < deadline:  # first checkpoint written completely
-        if last.exists() and last.stat().st_size == size > 0:
-            break
-        size = last.stat().st_size if last.exists() else -1
-        time.sleep(0.25)
-    p.send_signal(signal.SIGKILL)
-    _, err = p.communicate()
-    results = run / 'results.csv'
-    assert results.exists(), err[-3000:]
-    done_before = len(results.read_text().splitlines()) - 1
-    assert 1 <= done_before < epochs, 'the run was not interrupted mid-way'
-    saved_epoch = torch.load(last, weights_only=False)['epoch']  # last epoch the checkpoint holds
+    if str(tree) not in sys.path:
+        sys.path.insert(0, str(tree))  # checkpoints pickle the tree's model classes
+    crash_train(tree, event, at_epoch, '--data', data, '--cfg', cfg, '--weights', '', '--img', img, '--epochs', epochs,
+                '--batch', 8, '--workers', 0, '--project', run.parent, '--name', run.name, '--noval', '--noplots')
+    results, last = run / 'results.csv', run / 'weights' / 'last.pt'
+    assert [row_epoch(r) for r in results.read_text().splitlines()[1:]] == list(range(at_epoch + 1))
+    assert torch.load(last, weights_only=False)['epoch'] == at_epoch - (event == 'results')  # last complete epoch
     run_script(tree, 'train.py', '--resume', last)
-    assert len(results.read_text().splitlines()) - 1 - done_before == epochs - 1 - saved_epoch  # the rest, once
+    assert [row_epoch(r) for r in results.read_text().splitlines()[1:]] == list(range(epochs))  # each epoch once
     assert torch.load(last, weights_only=False)['epoch'] == -1  # finished and stripped
     return run
+
+
+def row_epoch(line):
+    return int(float(line.split(',')[0]))

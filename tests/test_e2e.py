@@ -73,6 +73,26 @@ def test_export_onnx_matches_pytorch(tree, yolo, trained, tmp_path):
     export_and_compare_onnx(tree, weights, IMG)
 
 
-def test_resume_after_interruption(tree, tiny_data, tmp_path):
-    """Kill train.py after its first checkpoint, then --resume trains exactly the remaining epochs."""
-    train_interrupted_then_resumed(tree, tiny_data, 'yolov5n.yaml', tmp_path / 'r', epochs=4)
+@pytest.mark.parametrize('event,epoch', [('checkpoint', 0), ('results', 1)])
+def test_resume_after_interruption(tree, tiny_data, tmp_path, event, epoch):
+    """train.py killed after a checkpoint, or between an epoch's results row and its checkpoint (it used to train
+    that epoch twice: rows 0, 1, 1, 2): --resume trains exactly the remaining epochs, each listed once."""
+    train_interrupted_then_resumed(tree, tiny_data, 'yolov5n.yaml', tmp_path / 'r', epochs=3, img=64, event=event,
+                                   at_epoch=epoch)
+
+
+def test_seed_changes_training_data_order(yolo, tiny_data):
+    """--seed reaches the training DataLoader (v7.0 seeded it with a constant): same seed, same batches; another
+    seed, another order; no seed argument, the old order (seed 0)."""
+    import yaml
+    from utils.dataloaders import create_dataloader
+    hyp = yaml.safe_load((yolo / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text())
+    train = str(tiny_data.parent / 'images' / 'train')
+
+    def first_epoch(**seed):
+        loader, _ = create_dataloader(train, 64, 4, 32, hyp=hyp, augment=True, workers=0, shuffle=True, **seed)
+        return [p for _, _, paths, _ in (batch for _, batch in zip(range(len(loader)), loader)) for p in paths]
+
+    order = first_epoch(seed=0)
+    assert first_epoch(seed=0) == order and first_epoch() == order
+    assert first_epoch(seed=1) != order and sorted(first_epoch(seed=1)) == sorted(order)

@@ -3,9 +3,10 @@ import math
 
 import pytest
 import torch
+import yaml
 from conftest import PROJECT, run_script
 
-HYPS = sorted((PROJECT / 'configs' / 'hyps').glob('hyp.*.yaml'))
+HYPS = sorted((PROJECT / 'configs' / 'hyps').glob('*.yaml'))  # layers on upstream's hyp.scratch-low.yaml
 PAIRS = [  # (pred xywh, target xywh)
     ((5.0, 5.0, 4.0, 2.0), (5.0, 5.0, 4.0, 2.0)),  # identical
     ((5.0, 5.0, 2.0, 1.0), (5.0, 5.0, 4.0, 2.0)),  # nested, same centre
@@ -111,16 +112,77 @@ def test_wiou_v3_running_mean_and_focusing(lo):
     bl = box_loss(lo, iou_type='WIoUv3', wiou_momentum=0.1)
     p, t = torch.tensor([[5.0, 5.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0]]), torch.tensor([[5.0, 5.0, 4.0, 2.0]] * 2)
     l_iou = 1 - torch.tensor([plain_terms(pp, tt)[0] for pp, tt in zip(p.tolist(), t.tolist())])
-    loss, _ = bl(p, t, 0, (1, 3, 16, 20, 7))
+    loss, _ = bl(p.clone().requires_grad_(), t, 0, (1, 3, 16, 20, 7))  # a training batch: it back-propagates
     assert bl.wiou.iou_mean == pytest.approx(0.9 * 1.0 + 0.1 * l_iou.mean().item())  # moved from its start, 1
     beta = l_iou / 1.0  # focusing used the mean before this batch
     r = beta / (3.0 * 1.9 ** (beta - 3.0))
     v1 = torch.tensor([plain_loss('WIoUv1', pp, tt) for pp, tt in zip(p.tolist(), t.tolist())])
-    torch.testing.assert_close(loss, (r * v1).float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss.detach(), (r * v1).float(), rtol=1e-5, atol=1e-6)
     before = bl.wiou.iou_mean
-    bl.training = False
+    with torch.no_grad():  # val.py's batches (it runs under inference mode)
+        bl(p.clone().requires_grad_(), t, 0, (1, 3, 16, 20, 7))
     bl(p, t, 0, (1, 3, 16, 20, 7))
     assert bl.wiou.iou_mean == before  # validation does not move it
+
+
+def wiou_loss_on_a_model(yolo, **hyp):
+    from models.yolo import Model
+    from utils.loss import ComputeLoss
+    model = Model(str(yolo / 'models' / 'yolov5n.yaml'), nc=3)
+    model.hyp = {**yaml.safe_load((yolo / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text()), **hyp}
+    return model, ComputeLoss(model)
+
+
+def test_wiou_mean_moves_on_training_batches_only_and_lives_on_the_model(yolo):
+    import copy
+    from utils.weight_transfer import load_pretrained
+    model, compute_loss = wiou_loss_on_a_model(yolo, iou_type='WIoUv3', wiou_momentum=0.01)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 0, 0.3, 0.6, 0.2, 0.2]])
+    images = torch.rand(2, 3, 64, 64)
+    model.train()
+    compute_loss(model(images), targets)[0].backward()  # a training step: 3 updates, one per detection layer
+    trained = model.loss_state['wiou_iou_mean']
+    assert trained < 1.0
+    model.eval()
+    with torch.inference_mode():  # as val.py, with train.py's ComputeLoss
+        compute_loss(model(images)[1], targets)
+    assert model.loss_state['wiou_iou_mean'] == trained
+    # a checkpoint pickles the model, state included; --resume brings it into the new model, fine-tuning does not
+    saved = copy.deepcopy(model)
+    for resume, expected in ((True, trained), (False, None)):
+        fresh, _ = wiou_loss_on_a_model(yolo)
+        load_pretrained(saved, fresh, 'last.pt', resume=resume)
+        assert getattr(fresh, 'loss_state', {}).get('wiou_iou_mean') == expected
+    # train.py's order on --resume: model and its state first, then the loss, which goes on from the saved mean
+    from models.yolo import Model
+    from utils.loss import ComputeLoss
+    resumed = Model(str(yolo / 'models' / 'yolov5n.yaml'), nc=3)
+    load_pretrained(saved, resumed, 'last.pt', resume=True)
+    resumed.hyp = model.hyp
+    assert ComputeLoss(resumed).box_loss.wiou.iou_mean == trained
+
+
+def test_wiou_momentum_from_run_length_unless_set(yolo, lo):
+    from utils.box_losses import wiou_momentum
+    _, compute_loss = wiou_loss_on_a_model(yolo, iou_type='WIoUv2')
+    lo.set_run_length(compute_loss, batches_per_epoch=13, epochs=40)
+    m = compute_loss.box_loss.wiou.momentum
+    assert m == pytest.approx(wiou_momentum(13 * 3, 40))
+    assert (1 - m) ** (13 * 3 * 20) == pytest.approx(0.05)  # the paper: the initial mean weighs 5% after t n updates
+    _, compute_loss = wiou_loss_on_a_model(yolo, iou_type='WIoUv2', wiou_momentum=0.01)
+    lo.set_run_length(compute_loss, batches_per_epoch=13, epochs=40)
+    assert compute_loss.box_loss.wiou.momentum == 0.01  # an explicit hyp key wins
+    _, compute_loss = wiou_loss_on_a_model(yolo)  # CIoU: nothing to set
+    lo.set_run_length(compute_loss, batches_per_epoch=13, epochs=40)
+
+
+@pytest.mark.parametrize('spelling', ['varifocal', 'VariFocal', 'VARIFOCAL'])
+def test_varifocal_class_targets_in_any_spelling(yolo, spelling):
+    from utils.loss_options import VarifocalLoss
+    _, compute_loss = wiou_loss_on_a_model(yolo, cls_loss=spelling)
+    assert compute_loss.cls_iou_target and isinstance(compute_loss.BCEcls, VarifocalLoss)
+    _, compute_loss = wiou_loss_on_a_model(yolo, cls_loss='BCE')
+    assert not compute_loss.cls_iou_target
 
 
 @pytest.mark.parametrize('kind', lo_kinds := ['IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU', 'FocalEIoU', 'SIoU', 'WIoUv1',
@@ -206,19 +268,21 @@ def test_weight_ema_decay_zero_keeps_live_weights(yolo):
 
 
 def test_unknown_loss_fails_before_training(tree, tiny_data, tmp_path):
-    bad = tmp_path / 'hyp.bad.yaml'
-    bad.write_text((PROJECT / 'configs' / 'hyps' / 'hyp.eiou.yaml').read_text().replace('EIoU', 'EIOU-2'))
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text((PROJECT / 'configs' / 'hyps' / 'eiou.yaml').read_text().replace('EIoU', 'EIOU-2'))
     with pytest.raises(AssertionError, match="hyp iou_type='EIOU-2' is not valid") as e:
         run_script(tree, 'train.py', '--data', tiny_data, '--cfg', 'yolov5n.yaml', '--weights', '', '--img', 64,
-                   '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', bad, '--project', tmp_path, '--name', 'bad')
+                   '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', f'hyp.scratch-low.yaml,{bad}', '--project',
+                   tmp_path, '--name', 'bad')
     assert not (tmp_path / 'bad' / 'weights' / 'last.pt').exists()  # no epoch trained
 
 
-@pytest.mark.parametrize('hyp', HYPS, ids=lambda p: p.stem[4:])
+@pytest.mark.parametrize('hyp', HYPS, ids=lambda p: p.stem)
 def test_each_shipped_hyp_trains_with_finite_losses(tree, tiny_data, hyp, tmp_path):
     import csv
     run_script(tree, 'train.py', '--data', tiny_data, '--cfg', 'yolov5n.yaml', '--weights', '', '--img', 64,
-               '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', hyp, '--project', tmp_path, '--name', 'h',
+               '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', f'hyp.scratch-low.yaml,{hyp}', '--project',
+               tmp_path, '--name', 'h',
                '--noplots')
     with open(tmp_path / 'h' / 'results.csv') as f:
         row = {k.strip(): float(v) for k, v in next(csv.DictReader(f)).items()}

@@ -60,10 +60,16 @@ def siou_loss(g, theta=4.0, eps=EPS):
 
 
 class WIoU:
-    # Wise-IoU v1/v2/v3 (Tong et al. 2023); v2 and v3 keep a running mean of the IoU loss across batches
-    def __init__(self, version=3, gamma=0.5, alpha=1.9, delta=3.0, momentum=1 - 0.5 ** (1 / 7000)):
+    # Wise-IoU v1/v2/v3 (Tong et al. 2023); v2 and v3 keep a running mean of the IoU loss across training batches.
+    # The mean lives in `state` (the model's loss_state dict) so checkpoints carry it and --resume continues it
+    def __init__(self, version=3, gamma=0.5, alpha=1.9, delta=3.0, momentum=1 - 0.5 ** (1 / 7000), state=None):
         self.version, self.gamma, self.alpha, self.delta, self.momentum = version, gamma, alpha, delta, momentum
-        self.iou_mean = 1.0  # running mean of L_IoU, as the paper initialises it
+        self.state = {} if state is None else state
+        self.state.setdefault('wiou_iou_mean', 1.0)  # as the paper initialises it
+
+    @property
+    def iou_mean(self):
+        return self.state['wiou_iou_mean']
 
     def __call__(self, g, training=True, eps=EPS):
         l_iou = 1 - g['iou']
@@ -72,11 +78,19 @@ class WIoU:
         if self.version == 1:
             return loss
         beta = l_iou.detach() / self.iou_mean  # outlier degree
-        if training and l_iou.numel():
-            self.iou_mean = (1 - self.momentum) * self.iou_mean + self.momentum * l_iou.detach().mean().item()
+        if training and l_iou.numel():  # the paper's running mean follows training batches only
+            self.state['wiou_iou_mean'] = (1 - self.momentum) * self.iou_mean + \
+                self.momentum * l_iou.detach().mean().item()
         if self.version == 2:  # monotonic focusing
             return beta ** self.gamma * loss
         return beta / (self.delta * self.alpha ** (beta - self.delta)) * loss  # v3: non-monotonic focusing
+
+
+def wiou_momentum(updates_per_epoch, epochs):
+    # The paper's m = 1 - 0.05^(1/(t n)): after t epochs of n updates the initial mean weighs 5%. Its t is the epoch
+    # where mAP stops rising fast; known only afterwards, so half the run (YOLOv5's linear LR decay, ~most of the gain)
+    t_n = max(1.0, updates_per_epoch * max(epochs, 1) / 2)
+    return 1 - 0.05 ** (1 / t_n)
 
 
 def mpdiou_loss(g, img_w, img_h):

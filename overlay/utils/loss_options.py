@@ -9,7 +9,7 @@ from utils import box_losses as bl
 IOU_TYPES = ('IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU', 'FocalEIoU', 'SIoU', 'WIoUv1', 'WIoUv2', 'WIoUv3', 'MPDIoU')
 ALPHA_BASES = ('IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU')
 CLS_OBJ_LOSSES = ('bce', 'focal', 'qfocal', 'varifocal')
-# key: (default, check, what a valid value is); defaults are the papers'
+# key: (default, check, what a valid value is); defaults are the papers'; None: derived from the run
 NUMERIC_KEYS = {
     'alpha_iou': (1.0, lambda v: v > 0, 'a number > 0 (1 = off; the paper uses 3)'),
     'focal_eiou_gamma': (0.5, lambda v: v >= 0, 'a number >= 0'),
@@ -17,7 +17,7 @@ NUMERIC_KEYS = {
     'wiou_gamma': (0.5, lambda v: v > 0, 'a number > 0'),
     'wiou_alpha': (1.9, lambda v: v > 1, 'a number > 1'),
     'wiou_delta': (3.0, lambda v: v > 0, 'a number > 0'),
-    'wiou_momentum': (1 - 0.5 ** (1 / 7000), lambda v: 0 < v <= 1, 'a number in (0, 1]'),
+    'wiou_momentum': (None, lambda v: 0 < v <= 1, 'a number in (0, 1] (unset: from the run length)'),
     'nwd_ratio': (0.0, lambda v: 0 <= v <= 1, 'a number in [0, 1] (0 = off, 1 = NWD alone)'),
     'nwd_constant': (12.8, lambda v: v > 0, 'a number > 0 (pixels; the paper uses 12.8)'),
     'vfl_alpha': (0.75, lambda v: v > 0, 'a number > 0'),
@@ -26,6 +26,7 @@ NUMERIC_KEYS = {
     'ema_tau': (2000.0, lambda v: v > 0, 'a number > 0 (updates)'),
 }
 NEW_KEYS = ('iou_type', 'cls_loss', 'obj_loss', *NUMERIC_KEYS)
+WIOU_MOMENTUM_UNKNOWN_RUN = 1 - 0.5 ** (1 / 7000)  # ComputeLoss outside train.py: half-life 7000 updates
 
 
 def _choice(hyp, key, choices, default):
@@ -43,6 +44,9 @@ def validate_loss_hyp(hyp):
            'obj_loss': _choice(hyp, 'obj_loss', CLS_OBJ_LOSSES, 'bce') if hyp.get('obj_loss') is not None else None}
     for key, (default, ok, valid) in NUMERIC_KEYS.items():
         value = hyp.get(key, default)
+        if value is None and default is None:
+            opt[key] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
             raise ValueError(f'hyp {key}={value!r} is not valid; it must be {valid}')
         opt[key] = float(value)
@@ -54,12 +58,12 @@ def validate_loss_hyp(hyp):
 
 class BoxLoss:
     # Box term for one detection layer: (per-box loss, IoU for the objectness target). The objectness target is
-    # the plain IoU for every non-default loss (see README: box losses)
-    def __init__(self, opt, strides):
-        self.opt, self.strides, self.training = opt, [float(s) for s in strides], True
+    # the plain IoU for every non-default loss (see README: box losses). `state`: the model's loss_state dict
+    def __init__(self, opt, strides, state=None):
+        self.opt, self.strides = opt, [float(s) for s in strides]
         t = opt['iou_type']
         self.wiou = bl.WIoU(int(t[-1]), opt['wiou_gamma'], opt['wiou_alpha'], opt['wiou_delta'],
-                            opt['wiou_momentum']) if t.startswith('WIoU') else None
+                            opt['wiou_momentum'] or WIOU_MOMENTUM_UNKNOWN_RUN, state) if t.startswith('WIoU') else None
 
     def __call__(self, pbox, tbox, layer, shape):
         g = bl.box_geometry(pbox, tbox)
@@ -70,8 +74,8 @@ class BoxLoss:
             loss = bl.focal_eiou_loss(g, o['focal_eiou_gamma'])
         elif t == 'SIoU':
             loss = bl.siou_loss(g, o['siou_theta'])
-        elif self.wiou:
-            loss = self.wiou(g, self.training)
+        elif self.wiou:  # its running mean moves on training batches only: they back-propagate, val.py's do not
+            loss = self.wiou(g, training=pbox.requires_grad and torch.is_grad_enabled())
         else:  # MPDIoU, normalised by the input image size: the grid size of this layer, in grid units
             loss = bl.mpdiou_loss(g, shape[3], shape[2])
         if o['nwd_ratio']:
@@ -79,12 +83,26 @@ class BoxLoss:
         return loss, g['iou']
 
 
-def box_loss_from_hyp(hyp, detect):
-    """None for upstream's CIoU (bit-identical default path), else a BoxLoss."""
+def box_loss_from_hyp(hyp, model):
+    """None for upstream's CIoU (bit-identical default path), else a BoxLoss keeping its state on the model."""
     opt = validate_loss_hyp(hyp)
     if opt['iou_type'] == 'CIoU' and opt['alpha_iou'] == 1 and opt['nwd_ratio'] == 0:
         return None
-    return BoxLoss(opt, detect.stride)
+    if not isinstance(getattr(model, 'loss_state', None), dict):
+        model.loss_state = {}  # pickled with the model in every checkpoint; --resume restores it
+    return BoxLoss(opt, model.model[-1].stride, model.loss_state)
+
+
+def set_run_length(compute_loss, batches_per_epoch, epochs):
+    """train.py, once the run's length is known: WIoU v2/v3 momentum from it unless the hyp sets wiou_momentum."""
+    box = compute_loss.box_loss
+    if box and box.wiou and box.opt['wiou_momentum'] is None:
+        box.wiou.momentum = bl.wiou_momentum(batches_per_epoch * len(box.strides), epochs)  # one update per layer
+
+
+def iou_class_targets(hyp):
+    """VariFocal class loss (any spelling): class targets are the IoU, not the constant positive label."""
+    return validate_loss_hyp(hyp)['cls_loss'] == 'varifocal'
 
 
 class VarifocalLoss(nn.Module):
