@@ -1,18 +1,21 @@
-"""scripts/ablate.py: the smoke ablation end to end, resuming, fail-fast validation and the report maths."""
-import csv
+"""scripts/ablate.py: shards that merge, self-contained records, resuming an interrupted run, fail-fast checks and the
+report's paired statistics (checked on hand-made records)."""
 import json
-import os
+import math
 import re
-import signal
+import statistics
 import subprocess
-import sys
-import time
 
 import pytest
 import yaml
-from conftest import PROJECT, PY
+from conftest import PROJECT, PY, SCRIPT_ENV, crash_train, row_epoch
 
 import ablate
+import ablation_config
+import ablation_records
+import ablation_report
+
+T_975 = {1: 12.706204736174696, 2: 4.302652729911275}  # Student t quantiles, from tables
 
 
 def write_ablation(tmp_path, tree, **over):
@@ -25,109 +28,222 @@ def write_ablation(tmp_path, tree, **over):
 
 def ablate_cli(*args, **kw):
     return subprocess.run([PY, str(PROJECT / 'scripts' / 'ablate.py'), *map(str, args)], capture_output=True,
-                          text=True, env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''}, **kw)
+                          text=True, env=SCRIPT_ENV, **kw)
 
 
-def test_smoke_ablation_end_to_end_and_nothing_trained_twice(tree, tmp_path):
-    path = write_ablation(tmp_path, tree)
-    r = ablate_cli('run', path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    out = tmp_path / 'abl'
-    for f in ('results.csv', 'results.md', 'map_per_variant.png', 'map_per_epoch.png'):
-        assert (out / f).stat().st_size > 0, f
-    rows = list(csv.DictReader(open(out / 'results.csv')))
-    assert [(r['variant'], r['seed']) for r in rows] == [('baseline', '0'), ('eiou', '0')]
-    for row in rows:  # values are val.py's own "all" line, not invented
-        val_log = (out / 'runs' / f"{row['variant']}-s0" / 'val.log').read_text()
-        p, rr, m50, m = re.search(r'^\s+all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)', val_log, re.M).groups()
-        assert (float(row['P']), float(row['R']), float(row['mAP50']), float(row['mAP50-95'])) == \
-            (float(p), float(rr), float(m50), float(m))
-        assert int(row['params']) > 1e6 and float(row['train_s']) > 0
-    md = (out / 'results.md').read_text()
-    assert '| baseline | 1 |' in md and '| eiou | 1 |' in md and 'Δ mAP50-95' in md
-    # re-running trains nothing: every run is done
-    logs = {p: p.stat().st_mtime_ns for p in out.glob('runs/*/train.log')}
-    (out / 'runs' / 'eiou-s0' / 'val.json').unlink()  # as if killed during validation
-    r = ablate_cli('run', path)
-    assert r.returncode == 0 and '1 already done' in r.stdout
-    assert {p: p.stat().st_mtime_ns for p in out.glob('runs/*/train.log')} == logs  # no training again
-    assert (out / 'runs' / 'eiou-s0' / 'val.json').exists()
-    # the report alone rebuilds from finished runs
-    md = (out / 'results.md').read_text()
-    (out / 'results.md').unlink()
-    assert ablate_cli('report', path).returncode == 0 and (out / 'results.md').read_text() == md
-
-
-def test_killed_ablation_resumes_the_interrupted_run(tree, tmp_path):
-    path = write_ablation(tmp_path, tree, epochs=3, img=96)
-    out = tmp_path / 'abl'
-    p = subprocess.Popen([PY, str(PROJECT / 'scripts' / 'ablate.py'), 'run', str(path)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})
-    last = out / 'runs' / 'eiou-s0' / 'train' / 'weights' / 'last.pt'
-    deadline, size = time.time() + 600, -1
-    while p.poll() is None and time.time() < deadline:  # second run has its first checkpoint
-        if last.exists() and last.stat().st_size == size > 0:
+def table_rows(md, first_column):
+    """The first markdown table whose header starts with `first_column`: {first cell: {column: cell}}."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f'| {first_column} |'))
+    header = [c.strip() for c in lines[start].strip('|').split('|')]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith('| '):
             break
-        size = last.stat().st_size if last.exists() else -1
-        time.sleep(0.25)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    assert ablate.run_state(ablate.Run({}, 0, out / 'runs' / 'baseline-s0')) == 'done'
-    assert ablate.run_state(ablate.Run({}, 0, out / 'runs' / 'eiou-s0')) == 'interrupted'
-    baseline_log = (out / 'runs' / 'baseline-s0' / 'train.log').stat().st_mtime_ns
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_two_shards_merge_into_one_report_and_nothing_trains_twice(tree, tmp_path):
+    path = write_ablation(tmp_path, tree, epochs=2)
+    a, b = tmp_path / 'shard1', tmp_path / 'shard2'
+    for shard, out in (('1/2', a), ('2/2', b)):
+        r = ablate_cli('run', path, '--shard', shard, '--out', out)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [p.name for p in (a / 'records').iterdir()] == ['baseline-s0.json']  # round robin over the plan
+    assert [p.name for p in (b / 'records').iterdir()] == ['eiou-s0.json']
+    r = ablate_cli('report', path, '--out', a, '--records', b / 'records')
+    assert r.returncode == 0, r.stderr
+    md = (a / 'results.md').read_text()
+    assert set(table_rows(md, 'variant')) == {'baseline', 'eiou'} and table_rows(md, 'variant')['eiou']['seeds'] == '1'
+    paired = table_rows(md.split('## Against')[1], 'variant')
+    assert paired['eiou']['pairs'] == '1' and paired['eiou']['verdict'] == 'needs 2+ seeds'
+    sha = {json.loads(f.read_text())['train']['init_sha256'] for f in (*a.glob('records/*'), *b.glob('records/*'))}
+    assert len(sha) == 1  # two shards built the same initial weights: their runs are paired
+    for f in ('results.csv', 'map_per_variant.png', 'map_per_epoch.png'):
+        assert (a / f).stat().st_size > 0, f
+    for name, out in (('baseline', a), ('eiou', b)):  # a record holds everything the report needs
+        rec = json.loads((out / 'records' / f'{name}-s0.json').read_text())
+        assert rec['variant'] == name and rec['seed'] == 0 and rec['settings']['epochs'] == 2
+        assert [e['epoch'] for e in rec['epochs']] == [0, 1] and 0 <= rec['epochs'][-1]['mAP50-95'] <= 1
+        assert set(rec['provenance']) >= {'commit', 'machine', 'device', 'torch', 'date'}
+        assert rec['provenance']['device'].startswith('CPU') and re.fullmatch(r'[0-9a-f]{40}(-dirty)?|unknown',
+                                                                              rec['provenance']['commit'])
+        assert rec['hyp'].get('iou_type') == ('EIoU' if name == 'eiou' else None) and rec['hyp']['lr0'] == 0.01
+        assert rec['model']['params'] > 1e6 and rec['train']['seconds'] > 0
+        # metrics are what val.py's run() returned: its printed table shows them rounded
+        log = (out / 'runs' / f'{name}-s0' / 'val.log').read_text()
+        p, rr, m50, m = map(float, re.search(r'^\s+all\s+\d+\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)', log,
+                                             re.M).groups())
+        assert all(abs(x - y) <= 5e-4 for x, y in zip((p, rr, m50, m), (rec['test'][k] for k in ('P', 'R', 'mAP50',
+                                                                                               'mAP50-95'))))
+        # paired initial weights: both runs start from the baseline's seed-0 weights
+        assert rec['train']['init'] == 'baseline-s0.pt' and len(rec['train']['init_sha256']) == 64
+        assert rec['train']['transfer'].startswith('Transferred ')
+    # running a shard again trains nothing
+    logs = {p: p.stat().st_mtime_ns for p in a.glob('runs/*/train.log')}
+    r = ablate_cli('run', path, '--shard', '1/2', '--out', a)
+    assert r.returncode == 0 and '1 already done' in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in a.glob('runs/*/train.log')} == logs
+
+
+def test_interrupted_run_resumes_with_every_epoch_once(tree, tmp_path):
+    """eiou's train.py dies between epoch 1's results row and its checkpoint (deterministically, tests/crash_train.py);
+    `run` resumes it and the run ends as an uninterrupted one: epochs 0, 1, 2 once each, in results and record."""
+    path = write_ablation(tmp_path, tree, epochs=3, img=64)
+    abl = ablate.load_ablation(path)
+    data, _, inits = ablate.prepare(abl, abl['seeds'])
+    run = next(r for r in ablation_config.plan(abl) if r.variant['name'] == 'eiou')
+    run.folder.mkdir(parents=True)
+    crash_train(tree, 'results', 1, *ablate.train_command(run, abl, data, 'cpu', str(inits[0]))[2:])
+    assert ablate.run_state(run) == 'interrupted'
     r = ablate_cli('run', path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (out / 'runs' / 'baseline-s0' / 'train.log').stat().st_mtime_ns == baseline_log
-    log = (out / 'runs' / 'eiou-s0' / 'train.log').read_text()
-    assert '--resume' in log
-    rows = (out / 'runs' / 'eiou-s0' / 'train' / 'results.csv').read_text().splitlines()[1:]
-    epochs = [int(x.split(',')[0]) for x in rows]
-    assert epochs == sorted(set(epochs)) and epochs[-1] == 2  # every epoch once
+    assert '--resume' in (run.folder / 'train.log').read_text()
+    assert [row_epoch(x) for x in (run.folder / 'train' / 'results.csv').read_text().splitlines()[1:]] == [0, 1, 2]
+    rec = json.loads((abl['out'] / 'records' / 'eiou-s0.json').read_text())
+    assert [e['epoch'] for e in rec['epochs']] == [0, 1, 2]
 
 
 @pytest.mark.parametrize('variant,message', [
     ({'name': 'bad-loss', 'cfg': 'yolov5n.yaml', 'hyp': {'iou_type': 'EIOU2'}}, "variant bad-loss: .*iou_type='EIOU2'"),
+    ({'name': 'typo', 'cfg': 'yolov5n.yaml', 'hyp': {'iou_typ': 'EIoU'}},
+     "variant typo: hyp key 'iou_typ' .*did you mean 'iou_type'"),
+    ({'name': 'typo-file', 'cfg': 'yolov5n.yaml', 'hyp_file': 'TYPO'}, "variant typo-file: hyp key 'iou_typ' .*TYPO"),
+    ({'name': 'no-file', 'cfg': 'yolov5n.yaml', 'hyp_file': 'nope.yaml'}, "variant no-file: hyp file 'nope.yaml' not"),
     ({'name': 'bad-yaml', 'cfg': 'no-such-model.yaml'}, "variant bad-yaml: model YAML 'no-such-model.yaml' not found"),
     ({'name': 'bad-ema', 'cfg': 'configs/models/yolov5s_EMA.yaml', 'scale': 'n', 'hyp': {}},
      r'variant bad-ema: .*layer 18 \(EMA\).*64 input channels divisible by factor 6'),
 ])
-def test_invalid_variant_fails_before_any_training(tree, tmp_path, variant, message):
+def test_invalid_variant_fails_before_any_training(tree, yolo, tmp_path, capsys, variant, message):
     if variant['name'] == 'bad-ema':  # a pasted YAML with an EMA factor that does not divide the channels
         cfg = yaml.safe_load((PROJECT / 'configs' / 'models' / 'yolov5s_EMA.yaml').read_text())
         cfg['head'][8][3] = [256, 6]
         (tmp_path / 'ema6.yaml').write_text(yaml.safe_dump(cfg))
         variant['cfg'] = str(tmp_path / 'ema6.yaml')
+    if variant.get('hyp_file') == 'TYPO':
+        (tmp_path / 'typo.yaml').write_text('iou_typ: EIoU\n')
+        variant['hyp_file'] = str(tmp_path / 'typo.yaml')
+        message = message.replace('TYPO', re.escape(str(tmp_path / 'typo.yaml')))
     path = write_ablation(tmp_path, tree, variants=[{'name': 'baseline', 'cfg': 'yolov5n.yaml'}, variant])
-    r = ablate_cli('run', path)
-    assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
+    for command in ('run', 'check'):  # in-process: the CLI's exit code and message, without a new interpreter each
+        assert ablate.main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err), err
     assert not (tmp_path / 'abl' / 'runs').exists()  # nothing trained
 
 
-def test_report_means_stds_and_deltas_from_hand_made_results(tmp_path):
-    abl = {'name': 'hand', 'out': tmp_path, 'variants': [{'name': 'base', 'cfg': 'a.yaml'}, {'name': 'new', 'cfg': 'b.yaml'}],
-           'seeds': [0, 1, 2], 'baseline': 'base', 'img': 320, 'epochs': 3, 'batch': 8, 'weights': '', 'data': 'x'}
-    maps = {'base': [0.30, 0.32, 0.34], 'new': [0.35, 0.36, 0.40]}
-    for name, values in maps.items():
-        for seed, v in enumerate(values):
-            run = tmp_path / 'runs' / f'{name}-s{seed}'
-            run.mkdir(parents=True)
-            (run / 'val.json').write_text(json.dumps({'P': 0.5, 'R': 0.4 + seed / 10, 'mAP50': 2 * v, 'mAP50-95': v,
-                                                      'infer_ms': 1.0}))
-            (run / 'train.json').write_text(json.dumps({'seconds': 60.0 * (seed + 1), 'params': 1000, 'gflops': 1.0}))
-    summary = ablate.summarize(ablate.collect(abl), ['base', 'new'], 'base')
-    base, new = summary
-    assert base['mAP50-95'] == pytest.approx(0.32) and base['mAP50-95_std'] == pytest.approx(0.02)
-    assert new['mAP50-95'] == pytest.approx(0.37) and new['mAP50-95_std'] == pytest.approx(0.026458, abs=1e-6)
-    assert new['d_mAP50-95'] == pytest.approx(0.05) and new['d_mAP50'] == pytest.approx(0.10)
-    assert base['d_mAP50-95'] == 0 and new['R'] == pytest.approx(0.5) and new['train_s'] == pytest.approx(120)
-    ablate.write_report(abl)
-    md = (tmp_path / 'results.md').read_text()
-    assert '| new | 3 | 0.00M | 1.0 | 0.500 ± 0.000 | 0.500 ± 0.100 | 0.740 ± 0.053 | 0.370 ± 0.026 | +0.100 | +0.050 |' in md
-    assert (tmp_path / 'map_per_variant.png').exists()
+def test_shards_partition_the_plan(tmp_path):
+    abl = {'out': tmp_path, 'seeds': [0, 1, 2], 'variants': [{'name': n} for n in 'abcd']}
+    runs = ablation_config.plan(abl)
+    for n in (1, 2, 3, 5, 12, 13):
+        shards = [ablation_config.shard_of(runs, (i, n)) for i in range(1, n + 1)]
+        assert sorted(r.name for s in shards for r in s) == sorted(r.name for r in runs)  # each run exactly once
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [r.name for r in ablation_config.shard_of(runs, (2, 5))] == ['a-s1', 'c-s0', 'd-s2']  # runs 1, 6, 11
+    for bad in ('0/2', '3/2', 'a/b', '1'):
+        with pytest.raises(ablation_config.AblationError, match='expected i/n'):
+            ablation_config.parse_shard(bad)
 
 
-def test_presets_are_valid(tree, tmp_path, monkeypatch):
+# ---------------------------------------------------------------------------------------- report on hand-made records
+MAPS = {'base': [0.30, 0.32, 0.34], 'up': [0.33, 0.36, 0.36], 'same': [0.31, 0.30, 0.35], 'down': [0.25, 0.28, 0.29],
+        'two': [0.35, 0.30], 'one': [0.40]}
+
+
+def hand_made_abl(out):
+    abl = {'name': 'hand', 'out': out, 'variants': [{'name': n, 'cfg': 'x.yaml'} for n in MAPS], 'seeds': [0, 1, 2],
+           'baseline': 'base', 'data': 'd.yaml', 'img': 320, 'epochs': 3, 'batch': 8, 'weights': '', 'workers': 2,
+           'args': [], 'paired_init': True}
+    return abl
+
+
+def hand_made_record(abl, name, seed, value, device='CPU: test'):
+    return {'record_version': 1, 'ablation': 'hand', 'variant': name, 'seed': seed, 'baseline': 'base', 'cfg': 'x.yaml',
+            'settings': ablation_config.settings(abl), 'hyp': {}, 'model': {'params': 1000, 'gflops': 1.0},
+            'test': {'P': 0.5, 'R': 0.4 + seed / 10, 'mAP50': 2 * value, 'mAP50-95': value,
+                     'speed_ms': {'inference': 1.0}},
+            'train': {'seconds': 60.0 * (seed + 1)},
+            'epochs': [{'epoch': e, 'mAP50-95': value * (e + 1) / 3} for e in range(3)],
+            'provenance': {'commit': 'a' * 40, 'device': device, 'machine': 'm', 'torch': 't', 'date': 'd'}}
+
+
+def write_hand_made(abl, folder, names=MAPS):
+    for name in names:
+        for seed, v in enumerate(MAPS[name]):
+            ablation_records.write_record(folder / f'{name}-s{seed}.json', hand_made_record(abl, name, seed, v))
+
+
+def expected_interval(diffs):
+    n, mean, sd = len(diffs), statistics.fmean(diffs), statistics.stdev(diffs)
+    half = T_975[n - 1] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_path):
+    abl = hand_made_abl(tmp_path)
+    write_hand_made(abl, tmp_path / 'records')
+    records, notes = ablation_records.read_records(abl)
+    runs = ablation_report.runs_table(records)
+    order = list(MAPS)
+    diffs = ablation_report.paired(runs, order, 'base')
+    for name, verdict in (('up', 'better'), ('same', 'no evidence at 3 seeds'), ('down', 'worse'),
+                          ('two', 'no evidence at 2 seeds'), ('one', 'needs 2+ seeds')):
+        d = [a - b for a, b in zip(MAPS[name], MAPS['base'])]
+        row = diffs.loc[name]
+        assert row['pairs'] == len(d) and row['verdict_mAP50-95'] == verdict, name
+        if len(d) > 1:
+            mean, low, high = expected_interval(d)
+            assert (row['d_mAP50-95'], row['d_mAP50-95_low'], row['d_mAP50-95_high']) == \
+                pytest.approx((mean, low, high), abs=1e-9), name
+            mean50, low50, high50 = expected_interval([2 * x for x in d])
+            assert row['d_mAP50_low'] == pytest.approx(low50, abs=1e-9) and row['verdict_mAP50'] == verdict
+    # seeds to resolve: the smallest n with t(n-1) sd / sqrt(n) < |mean| (by hand: 3 for up and down, 45 for two)
+    assert diffs.loc['up', 'seeds_mAP50-95'] == 3 and diffs.loc['down', 'seeds_mAP50-95'] == 3
+    assert diffs.loc['two', 'seeds_mAP50-95'] == 45 and math.isnan(diffs.loc['one', 'seeds_mAP50-95'])
+    summary = ablation_report.per_variant(runs, order)
+    assert summary.loc['base', 'mAP50-95_mean'] == pytest.approx(0.32)
+    assert summary.loc['base', 'mAP50-95_std'] == pytest.approx(0.02)
+    assert summary.loc['up', 'train_min_mean'] == pytest.approx(2.0)
+    md = ablation_report.markdown(abl, runs)
+    rows = table_rows(md.split('## Against')[1], 'variant')
+    assert rows['up']['Δ mAP50-95 [95% CI]'] == '+0.030 [+0.005, +0.055]' and rows['up']['verdict'] == 'better'
+    assert rows['down']['Δ mAP50-95 [95% CI]'] == '-0.047 [-0.061, -0.032]'
+    assert rows['two']['seeds to resolve (mAP50-95)'] == '45' and rows['one']['Δ mAP50-95 [95% CI]'] == '+0.100'
+    first = table_rows(md.split('## Against')[0], 'variant')
+    assert first['base']['mAP50-95'] == '0.320 ± 0.020' and first['two']['seeds'] == '2'
+    ablation_report.plot_variants(abl, runs, tmp_path)
+    ablation_report.plot_epochs(abl, records, tmp_path)
+    assert (tmp_path / 'map_per_variant.png').stat().st_size > 0 and (tmp_path / 'map_per_epoch.png').exists()
+
+
+def test_records_merge_across_folders_and_conflicts_are_named(tmp_path):
+    abl = hand_made_abl(tmp_path / 'here')
+    write_hand_made(abl, tmp_path / 'here' / 'records', ['base', 'up'])
+    write_hand_made(abl, tmp_path / 'gpu-job-7' / 'records', ['same', 'down'])
+    records, _ = ablation_records.read_records(abl, [tmp_path / 'gpu-job-7'])
+    assert [(r['variant'], r['seed']) for r in records] == [(n, s) for n in ('base', 'up', 'same', 'down')
+                                                            for s in range(3)]
+    # the same run found twice is fine; two different results for one run are not
+    write_hand_made(abl, tmp_path / 'copy', ['up'])
+    assert len(ablation_records.read_records(abl, [tmp_path / 'gpu-job-7', tmp_path / 'copy'])[0]) == 12
+    other = hand_made_record(abl, 'up', 1, 0.99)
+    ablation_records.write_record(tmp_path / 'other' / 'up-s1.json', other)
+    with pytest.raises(ablation_config.AblationError, match=r'up seed 1 has two different records: .*up-s1.json and '
+                                                            r'.*other/up-s1.json'):
+        ablation_records.read_records(abl, [tmp_path / 'other'])
+    # records of other settings (here: more epochs) do not mix
+    changed = {**hand_made_record(abl, 'down', 5, 0.3), 'settings': {**ablation_config.settings(abl), 'epochs': 30}}
+    ablation_records.write_record(tmp_path / 'longer' / 'down-s5.json', changed)
+    with pytest.raises(ablation_config.AblationError, match=r"other settings .*'epochs': \(30, 3\)"):
+        ablation_records.read_records(abl, [tmp_path / 'longer'])
+    with pytest.raises(ablation_config.AblationError, match='records folder .*nowhere not found'):
+        ablation_records.read_records(abl, [tmp_path / 'nowhere'])
+
+
+def test_presets_are_valid(tree, tmp_path):
     for preset in sorted((PROJECT / 'configs' / 'ablations').glob('*.yaml')):
-        abl = ablate.load_ablation(preset)
-        abl['out'], abl['tree'] = tmp_path / preset.stem, tree
+        abl = ablate.load_ablation(preset, out=tmp_path / preset.stem)
+        abl['tree'] = tree
         ablate.check_variants(abl)

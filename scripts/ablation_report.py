@@ -1,0 +1,202 @@
+"""Ablation report from run records: per-variant mean ± std, paired differences against the baseline (same seed =
+same data order and, where the architecture allows, same initial weights) with 95% t intervals and a verdict, the
+seeds needed to resolve each difference, and two figures."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+METRICS = ('mAP50', 'mAP50-95')
+PRIMARY = 'mAP50-95'
+CONFIDENCE = 0.95
+MAX_SEEDS = 1000  # "more than this" when a difference is too small for its spread
+
+
+def runs_table(records: list[dict]) -> pd.DataFrame:
+    """One row per run: variant, seed, model size, test metrics, times."""
+    return pd.DataFrame([{
+        'variant': r['variant'], 'seed': r['seed'], 'params': r['model'].get('params'),
+        'gflops': r['model'].get('gflops'), 'P': r['test']['P'], 'R': r['test']['R'], 'mAP50': r['test']['mAP50'],
+        'mAP50-95': r['test']['mAP50-95'], 'train_min': r['train'].get('seconds', math.nan) / 60,
+        'infer_ms': r['test'].get('speed_ms', {}).get('inference', math.nan),
+        'device': r['provenance'].get('device'), 'commit': r['provenance'].get('commit')} for r in records])
+
+
+def per_variant(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every metric, one row per variant (in ablation order)."""
+    g = runs.groupby('variant', sort=False)
+    table = g[['P', 'R', 'mAP50', 'mAP50-95', 'train_min', 'infer_ms']].agg(['mean', 'std'])
+    table.columns = [f'{m}_{s}' for m, s in table.columns]
+    table['seeds'] = g.size()
+    table['params'], table['gflops'] = g['params'].first(), g['gflops'].first()
+    return table.reindex([v for v in order if v in table.index])
+
+
+def interval(diffs) -> tuple[float, float, float]:
+    """(mean, low, high): mean paired difference and its two-sided t confidence interval (nan below 2 seeds)."""
+    d = np.asarray(diffs, dtype=float)
+    mean = float(d.mean()) if len(d) else math.nan
+    if len(d) < 2:
+        return mean, math.nan, math.nan
+    sem = float(d.std(ddof=1)) / math.sqrt(len(d))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(d) - 1)) * sem
+    return mean, mean - half, mean + half
+
+
+def verdict(n, low, high) -> str:
+    if n < 2:
+        return 'needs 2+ seeds'
+    if low > 0:
+        return 'better'
+    if high < 0:
+        return 'worse'
+    return f'no evidence at {n} seeds'
+
+
+def seeds_to_resolve(diffs) -> float:
+    """Fewest paired seeds whose 95% interval would exclude 0 if the mean difference and its spread stayed as
+    observed: the smallest n with t(n-1) * sd / sqrt(n) < |mean|. nan below 2 seeds, inf beyond MAX_SEEDS."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    mean, sd = abs(float(d.mean())), float(d.std(ddof=1))
+    if sd == 0:
+        return 2 if mean > 0 else math.inf
+    for n in range(2, MAX_SEEDS + 1):
+        if stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n) < mean:
+            return n
+    return math.inf
+
+
+def paired(runs: pd.DataFrame, order: list[str], baseline: str) -> pd.DataFrame:
+    """Per variant: seeds shared with the baseline, and for each metric the mean paired difference, its interval,
+    the verdict and the seeds needed to resolve it."""
+    wide = {m: runs.pivot_table(index='seed', columns='variant', values=m) for m in METRICS}
+    rows = []
+    for v in order:
+        if v == baseline or v not in wide[PRIMARY] or baseline not in wide[PRIMARY]:
+            continue
+        row = {'variant': v}
+        for m in METRICS:
+            d = (wide[m][v] - wide[m][baseline]).dropna()
+            mean, low, high = interval(d)
+            row.update({'pairs': len(d), f'd_{m}': mean, f'd_{m}_low': low, f'd_{m}_high': high,
+                        f'verdict_{m}': verdict(len(d), low, high), f'seeds_{m}': seeds_to_resolve(d)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index('variant') if rows else pd.DataFrame()
+
+
+def short_commit(commit: str) -> str:
+    return commit[:12] + ('-dirty' if commit.endswith('-dirty') else '')
+
+
+def _pm(mean, std, digits=3):
+    if pd.isna(mean):
+        return '-'
+    return f'{mean:.{digits}f} ± {0 if pd.isna(std) else std:.{digits}f}'
+
+
+def _ci(mean, low, high):
+    if pd.isna(mean):
+        return '-'
+    return f'{mean:+.3f}' if pd.isna(low) else f'{mean:+.3f} [{low:+.3f}, {high:+.3f}]'
+
+
+def _seeds(n):
+    return '-' if pd.isna(n) else f'> {MAX_SEEDS}' if math.isinf(n) else str(int(n))
+
+
+def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
+    order = [v['name'] for v in abl['variants']]
+    summary, diffs = per_variant(runs, order), paired(runs, order, abl['baseline'])
+    lines = [f'# Ablation: {abl["name"]}', '',
+             f'Data {abl["data"]}, {abl["img"]} px, {abl["epochs"]} epochs, batch {abl["batch"]}, weights '
+             f'{abl["weights"] or "none (from scratch)"}; {len(runs)} runs, seeds '
+             f'{sorted(runs["seed"].unique().tolist())}. Metrics: val.py on best.pt, test split.', '',
+             '## Per variant (mean ± standard deviation over seeds)', '',
+             '| variant | seeds | params | GFLOPs | P | R | mAP50 | mAP50-95 | train time (min) | inference ms/img |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for v, r in summary.iterrows():
+        size = f"{r['params'] / 1e6:.2f}M | {r['gflops']:.1f}" if pd.notna(r['params']) else '- | -'
+        lines.append(f"| {v} | {int(r['seeds'])} | {size} | {_pm(r['P_mean'], r['P_std'])} | {_pm(r['R_mean'], r['R_std'])} | "
+                     f"{_pm(r['mAP50_mean'], r['mAP50_std'])} | {_pm(r['mAP50-95_mean'], r['mAP50-95_std'])} | "
+                     f"{_pm(r['train_min_mean'], r['train_min_std'], 1)} | {_pm(r['infer_ms_mean'], r['infer_ms_std'], 1)} |")
+    lines += ['', f'## Against `{abl["baseline"]}`, seed by seed', '',
+              f'Each variant\'s seed k is compared with the baseline\'s seed k (same data order and augmentation, same '
+              f'initial weights for the layers both models share). Δ = variant - baseline, mean over seeds with its '
+              f'{CONFIDENCE:.0%} t interval; the verdict says whether the interval excludes 0. "Seeds to resolve": '
+              f'fewest seeds whose interval would exclude 0 if the mean and spread of the differences stayed as '
+              f'measured.', '',
+              '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | seeds to resolve '
+              '(mAP50-95) |', '|---|---|---|---|---|---|---|']
+    for v, r in diffs.iterrows():
+        lines.append(f"| {v} | {r['pairs']} | {_ci(r['d_mAP50'], r['d_mAP50_low'], r['d_mAP50_high'])} | "
+                     f"{r['verdict_mAP50']} | {_ci(r['d_mAP50-95'], r['d_mAP50-95_low'], r['d_mAP50-95_high'])} | "
+                     f"{r['verdict_mAP50-95']} | {_seeds(r['seeds_mAP50-95'])} |")
+    if diffs.empty:
+        lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | |')
+    devices = sorted(runs['device'].dropna().unique())
+    commits = sorted(runs['commit'].dropna().unique())
+    lines += ['', f'Runs on: {"; ".join(devices)}. Trained at commit{"s" if len(commits) > 1 else ""} '
+                  f'{", ".join(short_commit(c) for c in commits)}.']
+    lines += [f'Note: {n}' for n in notes]
+    return '\n'.join(lines) + '\n'
+
+
+def plot_variants(abl: dict, runs: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    order = [v['name'] for v in abl['variants'] if v['name'] in set(runs['variant'])]
+    diffs = paired(runs, order, abl['baseline'])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9, 1.4 * len(order) + 4), 4.5))
+    for x, v in enumerate(order):
+        values = runs.loc[runs['variant'] == v, PRIMARY]
+        left.bar(x, values.mean(), color='tab:gray' if v == abl['baseline'] else 'tab:blue', alpha=0.6)
+        left.scatter([x] * len(values), values, color='black', s=12, zorder=3)
+    left.set_xticks(range(len(order)), order, rotation=30, ha='right')
+    left.set_ylabel(f'{PRIMARY} (test split)')
+    left.set_title(f'{PRIMARY} per variant\n(bar: mean; dots: seeds)')
+    if not diffs.empty:
+        ys = np.arange(len(diffs))[::-1]
+        mean, low, high = (diffs[f'd_{PRIMARY}{k}'].to_numpy(float) for k in ('', '_low', '_high'))
+        for y, m, lo, hi in zip(ys, mean, low, high):
+            color = 'tab:green' if lo > 0 else 'tab:red' if hi < 0 else 'tab:gray'
+            err = [[m - lo], [hi - m]] if not np.isnan(lo) else None  # one seed: no interval
+            right.errorbar([m], [y], xerr=err, fmt='o', color=color, capsize=4)
+        right.axvline(0, color='black', lw=0.8)
+        right.set_yticks(ys, diffs.index)
+    right.set_xlabel(f'Δ {PRIMARY} vs {abl["baseline"]} (paired by seed)')
+    right.set_title(f'Paired difference, {CONFIDENCE:.0%} interval\n(green: better, red: worse, gray: no evidence)')
+    fig.tight_layout()
+    fig.savefig(out / 'map_per_variant.png', dpi=150)
+    plt.close(fig)
+
+
+def plot_epochs(abl: dict, records: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for v in [v['name'] for v in abl['variants']]:
+        curves = [pd.DataFrame(r['epochs']).set_index('epoch')[PRIMARY] for r in records if r['variant'] == v and
+                  r['epochs']]
+        if not curves:
+            continue
+        table = pd.concat(curves, axis=1)
+        x = table.index + 1
+        line, = ax.plot(x, table.mean(axis=1), label=v, marker='o' if len(x) < 10 else None)
+        if len(curves) > 1:
+            ax.fill_between(x, table.min(axis=1), table.max(axis=1), alpha=0.12, color=line.get_color())
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(f'{PRIMARY} (val split)')
+    ax.set_title(f'{PRIMARY} per epoch (mean over seeds, band = min-max)')
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / 'map_per_epoch.png', dpi=150)
+    plt.close(fig)
