@@ -43,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from ablation_config import (PROJECT, AblationError, Run, load_ablation, parse_shard, plan, resolve, shard_of,
+from ablation_config import (MEASUREMENT_ENV, PROJECT, AblationError, Run, load_ablation, parse_shard, plan, resolve, shard_of,
                              variant_dir, variant_hyp_files, variant_model, write_variant_files)
 from ablation_records import build_record, git_commit, provenance, read_records, record_path, write_record
 
@@ -189,7 +189,7 @@ def train_attempts(run: Run) -> list[dict]:
 
 
 def execute(run: Run, abl: dict, data: Path, device: str, weights: str, log) -> None:
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'WANDB_MODE': 'disabled'}
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'WANDB_MODE': 'disabled', **MEASUREMENT_ENV}
     run.folder.mkdir(parents=True, exist_ok=True)
     state = run_state(run)
     if state in ('new', 'interrupted'):

@@ -17,6 +17,8 @@ DEFAULTS = {'img': 640, 'epochs': 100, 'batch': 16, 'weights': '', 'seeds': [0],
             'hyp': 'hyp.scratch-low.yaml', 'paired_init': True}
 # What a run's result depends on besides its variant and seed: records that differ here are not comparable
 SETTINGS = ('data', 'img', 'epochs', 'batch', 'weights', 'workers', 'args', 'paired_init')
+# How every run is measured: NMS never gives up part of a validation batch (utils/nms_time.py), whatever the machine
+MEASUREMENT_ENV = {'YOLOV5_NMS_TIME_LIMIT': 'none'}
 
 
 class AblationError(ValueError):
@@ -163,4 +165,4 @@ def shard_of(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
 
 
 def settings(abl: dict) -> dict:
-    return {k: (str(abl[k]) if k == 'data' else abl[k]) for k in SETTINGS}
+    return {**{k: (str(abl[k]) if k == 'data' else abl[k]) for k in SETTINGS}, 'environment': MEASUREMENT_ENV}

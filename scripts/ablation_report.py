@@ -116,7 +116,8 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
     lines = [f'# Ablation: {abl["name"]}', '',
              f'Data {abl["data"]}, {abl["img"]} px, {abl["epochs"]} epochs, batch {abl["batch"]}, weights '
              f'{abl["weights"] or "none (from scratch)"}; {len(runs)} runs, seeds '
-             f'{sorted(runs["seed"].unique().tolist())}. Metrics: val.py on best.pt, test split.', '',
+             f'{sorted(runs["seed"].unique().tolist())}. Metrics: val.py on best.pt, test split, NMS without YOLOv5\'s '
+             f'time limit (it drops the rest of a batch on a slow machine).', '',
              '## Per variant (mean ± standard deviation over seeds)', '',
              '| variant | seeds | params | GFLOPs | P | R | mAP50 | mAP50-95 | train time (min) | inference ms/img |',
              '|---|---|---|---|---|---|---|---|---|---|']

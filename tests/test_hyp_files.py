@@ -79,6 +79,7 @@ def test_shipped_variant_files_hold_only_their_own_keys(hf, scratch_low):
         assert layer and len(layer) <= 5, f'{f.name} holds {len(layer)} keys: a variant holds only its own'
         hf.check_keys(layer, f.name)
         hf.load_hyp({**base, **layer})  # valid on upstream's base
+        assert not [k for k, v in layer.items() if base.get(k) == v], f'{f.name} repeats base values'
     assert yaml.safe_load((HYPS / 'scratch-short.yaml').read_text()) == {'lr0': 0.02}
 
 

@@ -145,6 +145,9 @@ def test_transfer_into_every_model_yaml(yolo, source, cfg):
     loss.backward()
     assert torch.isfinite(loss).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in dst.parameters())
+    dst.eval()  # and predicts, as val.py and detect.py run it
+    with torch.no_grad():
+        assert dst(torch.rand(1, 3, 64, 64))[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 5 + 3)
 
 
 def test_insertion_is_reported_and_index_shift_remapped(yolo, source):
