@@ -43,8 +43,10 @@ import threading
 import time
 from pathlib import Path
 
-from ablation_config import (MEASUREMENT_ENV, PROJECT, AblationError, Run, load_ablation, parse_shard, plan, resolve, shard_of,
-                             variant_dir, variant_hyp_files, variant_model, write_variant_files)
+import yaml
+
+from ablation_config import (MEASUREMENT_ENV, PROJECT, AblationError, Run, load_ablation, parse_shard, plan, resolve,
+                             shard_of, variant_dir, variant_hyp_files, variant_model, write_variant_files)
 from ablation_records import build_record, git_commit, provenance, read_records, record_path, write_record
 
 TRANSFER_LINE = 'Transferred '
@@ -168,7 +170,8 @@ def train_command(run: Run, abl: dict, data: Path, device: str, weights: str) ->
 
 
 def resume_command(run: Run, abl: dict) -> list[str]:
-    return [sys.executable, str(abl['tree'] / 'train.py'), '--resume', str(run.folder / 'train' / 'weights' / 'last.pt')]
+    last = run.folder / 'train' / 'weights' / 'last.pt'
+    return [sys.executable, str(abl['tree'] / 'train.py'), '--resume', str(last)]
 
 
 def val_command(run: Run, abl: dict, data: Path, device: str) -> list[str]:
@@ -223,7 +226,6 @@ def finish_record(run: Run, abl: dict, sizes: dict, init: Path | None, prov: dic
     """The run's self-contained record, once val.json exists."""
     train = json.loads((run.folder / 'train.json').read_text())
     hyp_file = variant_dir(abl, run.variant) / 'hyp.yaml'
-    import yaml
     log = (run.folder / 'train.log').read_text(errors='replace')
     transfer = next((line.strip() for line in log.splitlines() if TRANSFER_LINE in line), None)
     train.update(hyp=yaml.safe_load(hyp_file.read_text()), init=init.name if init else None,
@@ -293,7 +295,8 @@ def run_ablation(path: Path, out: Path | None = None, shard: str | None = None) 
     bar.close()
     write_report(abl, command=f'python scripts/ablate.py run {path}' + (f' --shard {shard}' if shard else ''))
     if errors:
-        print(f'ablate: {len(errors)} run(s) failed; fix and re-run to continue:\n' + '\n'.join(errors), file=sys.stderr)
+        print(f'ablate: {len(errors)} run(s) failed; fix and re-run to continue:\n' + '\n'.join(errors),
+              file=sys.stderr)
         return 1
     return 0
 

@@ -48,7 +48,8 @@ def device_name(device: str) -> str:
     if device != 'cpu' and torch.cuda.is_available():
         index = int(str(device).split(',')[0]) if str(device).strip() else 0
         return f'{torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})'
-    return f'CPU: {cpu_name()}, {len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()} cores'
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return f'CPU: {cpu_name()}, {cores} cores'
 
 
 def provenance(tree: Path, device: str) -> dict:

@@ -123,9 +123,9 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
              '|---|---|---|---|---|---|---|---|---|---|']
     for v, r in summary.iterrows():
         size = f"{r['params'] / 1e6:.2f}M | {r['gflops']:.1f}" if pd.notna(r['params']) else '- | -'
-        lines.append(f"| {v} | {int(r['seeds'])} | {size} | {_pm(r['P_mean'], r['P_std'])} | {_pm(r['R_mean'], r['R_std'])} | "
-                     f"{_pm(r['mAP50_mean'], r['mAP50_std'])} | {_pm(r['mAP50-95_mean'], r['mAP50-95_std'])} | "
-                     f"{_pm(r['train_min_mean'], r['train_min_std'], 1)} | {_pm(r['infer_ms_mean'], r['infer_ms_std'], 1)} |")
+        cells = [_pm(r[f'{m}_mean'], r[f'{m}_std']) for m in ('P', 'R', 'mAP50', 'mAP50-95')]
+        cells += [_pm(r[f'{m}_mean'], r[f'{m}_std'], 1) for m in ('train_min', 'infer_ms')]
+        lines.append(f"| {v} | {int(r['seeds'])} | {size} | {' | '.join(cells)} |")
     lines += ['', f'## Against `{abl["baseline"]}`, seed by seed', '',
               f'Each variant\'s seed k is compared with the baseline\'s seed k (same data order and augmentation, same '
               f'initial weights for the layers both models share). Δ = variant - baseline, mean over seeds with its '

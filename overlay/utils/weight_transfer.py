@@ -181,7 +181,8 @@ class Aligner:
         if (d, s) not in memo:
             memo[(d, s)] = False
             a = [self._through_skipped(i, self.dst, self.skipped_dst, self.corr) for i in self.dst[d].inputs]
-            b = [self._through_skipped(i, self.src, self.skipped_src, set(self.corr.values())) for i in self.src[s].inputs]
+            paired_src = set(self.corr.values())
+            b = [self._through_skipped(i, self.src, self.skipped_src, paired_src) for i in self.src[s].inputs]
             memo[(d, s)] = len(a) == len(b) and all(
                 (x == IMAGE and y == IMAGE) or (x != IMAGE and self.corr.get(x) == y and (
                     self.dst[x].tensors or self.src[y].tensors or self.wired_alike(x, y, memo))) for x, y in zip(a, b))
