@@ -38,8 +38,14 @@ def test_unmet_requirements_reads_files_and_alternatives(tmp_path):
 
 
 def test_check_requirements_warns_and_never_installs(caplog, monkeypatch):
+    import logging
     import subprocess
     monkeypatch.setattr(subprocess, 'check_output', lambda *a, **k: pytest.fail('tried to run pip'))
+    # 'yolov5' does not propagate to root (YOLOv5's logging config) and earlier in-process tests may have
+    # quieted it (scripts/ablate.py): listen on it directly, at WARNING, whatever ran before
+    logger = logging.getLogger('yolov5')
+    caplog.set_level(logging.WARNING, logger='yolov5')
+    monkeypatch.setattr(logger, 'handlers', [*logger.handlers, caplog.handler])  # undone after the test
     assert offline.check_requirements('surely-not-installed-pkg') is False
     assert "pip install 'surely-not-installed-pkg'" in caplog.text
 
