@@ -23,7 +23,9 @@ def runs_table(records: list[dict]) -> pd.DataFrame:
         'gflops': r['model'].get('gflops'), 'P': r['test']['P'], 'R': r['test']['R'], 'mAP50': r['test']['mAP50'],
         'mAP50-95': r['test']['mAP50-95'], 'train_min': r['train'].get('seconds', math.nan) / 60,
         'infer_ms': r['test'].get('speed_ms', {}).get('inference', math.nan),
-        'device': r['provenance'].get('device'), 'commit': r['provenance'].get('commit')} for r in records])
+        'device': r['provenance'].get('device'), 'commit': r['provenance'].get('commit'),
+        'machine': r['provenance'].get('machine'), 'torch': r['provenance'].get('torch'),
+        'date': r['provenance'].get('date')} for r in records])
 
 
 def per_variant(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -140,10 +142,12 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
                      f"{r['verdict_mAP50-95']} | {_seeds(r['seeds_mAP50-95'])} |")
     if diffs.empty:
         lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | |')
-    devices = sorted(runs['device'].dropna().unique())
+    where = runs.groupby(['machine', 'device', 'torch'], dropna=False).size()
     commits = sorted(runs['commit'].dropna().unique())
-    lines += ['', f'Runs on: {"; ".join(devices)}. Trained at commit{"s" if len(commits) > 1 else ""} '
-                  f'{", ".join(short_commit(c) for c in commits)}.']
+    dates = runs['date'].dropna()
+    lines += ['', 'Trained at commit' + ('s ' if len(commits) > 1 else ' ') + ', '.join(map(short_commit, commits))
+              + (f', {dates.min()[:10]} to {dates.max()[:10]}' if len(dates) else '') + '; on '
+              + '; '.join(f'{m} ({d}, torch {t}): {n} runs' for (m, d, t), n in where.items()) + '.']
     lines += [f'Note: {n}' for n in notes]
     return '\n'.join(lines) + '\n'
 

@@ -166,7 +166,8 @@ def hand_made_record(abl, name, seed, value, device='CPU: test'):
                      'speed_ms': {'inference': 1.0}},
             'train': {'seconds': 60.0 * (seed + 1)},
             'epochs': [{'epoch': e, 'mAP50-95': value * (e + 1) / 3} for e in range(3)],
-            'provenance': {'commit': 'a' * 40, 'device': device, 'machine': 'm', 'torch': 't', 'date': 'd'}}
+            'provenance': {'commit': 'a' * 40, 'device': device, 'machine': 'm', 'torch': 't',
+                           'date': f'2026-11-2{seed}T10:00:00+00:00'}}
 
 
 def write_hand_made(abl, folder, names=MAPS):
@@ -211,6 +212,8 @@ def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_p
     assert rows['up']['Δ mAP50-95 [95% CI]'] == '+0.030 [+0.005, +0.055]' and rows['up']['verdict'] == 'better'
     assert rows['down']['Δ mAP50-95 [95% CI]'] == '-0.047 [-0.061, -0.032]'
     assert rows['two']['seeds to resolve (mAP50-95)'] == '45' and rows['one']['Δ mAP50-95 [95% CI]'] == '+0.100'
+    footer = f'Trained at commit {ablation_report.short_commit("a" * 40)}, 2026-11-20 to 2026-11-22; on m (CPU: test, torch t): 15 runs.'
+    assert footer in md
     first = table_rows(md.split('## Against')[0], 'variant')
     assert first['base']['mAP50-95'] == '0.320 ± 0.020' and first['two']['seeds'] == '2'
     ablation_report.plot_variants(abl, runs, tmp_path)
