@@ -212,8 +212,8 @@ def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_p
     assert rows['up']['Δ mAP50-95 [95% CI]'] == '+0.030 [+0.005, +0.055]' and rows['up']['verdict'] == 'better'
     assert rows['down']['Δ mAP50-95 [95% CI]'] == '-0.047 [-0.061, -0.032]'
     assert rows['two']['seeds to resolve (mAP50-95)'] == '45' and rows['one']['Δ mAP50-95 [95% CI]'] == '+0.100'
-    footer = f'Trained at commit {ablation_report.short_commit("a" * 40)}, 2026-11-20 to 2026-11-22; on m (CPU: test, torch t): 15 runs.'
-    assert footer in md
+    assert (f'Trained at commit {ablation_report.short_commit("a" * 40)}, 2026-11-20 to 2026-11-22; '
+            'on m (CPU: test, torch t): 15 runs.') in md
     first = table_rows(md.split('## Against')[0], 'variant')
     assert first['base']['mAP50-95'] == '0.320 ± 0.020' and first['two']['seeds'] == '2'
     ablation_report.plot_variants(abl, runs, tmp_path)
