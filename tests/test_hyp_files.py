@@ -92,11 +92,3 @@ def test_train_py_stops_on_a_misspelled_key_before_training(tree, tiny_data, tmp
                    tmp_path, '--name', 'typo')
     assert 'Epoch' not in str(e.value) and not (tmp_path / 'typo' / 'weights' / 'last.pt').exists()
 
-
-def test_make_train_layers_the_variant_on_the_base():
-    import subprocess
-    out = subprocess.run(['make', '-n', 'train', 'VARIANT=eiou'], cwd=PROJECT, capture_output=True, text=True).stdout
-    assert '--hyp hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml,configs/hyps/eiou.yaml ' in out
-    out = subprocess.run(['make', '-n', 'train', 'HYP=my/base.yaml', 'VARIANT=my/v.yaml'], cwd=PROJECT,
-                         capture_output=True, text=True).stdout
-    assert '--hyp my/base.yaml,my/v.yaml ' in out
