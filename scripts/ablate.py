@@ -142,9 +142,9 @@ def init_weights(abl: dict, seed: int, nc: int) -> Path:
 
 def weights_digest(path: Path) -> str:
     # sha256 of the tensors (pickled files of equal weights differ byte for byte): equal digests, paired runs
-    import torch
+    from utils.compat import load_checkpoint  # the tree's safe loader (import_tree ran in prepare)
     h = hashlib.sha256()
-    for k, v in torch.load(path, map_location='cpu', weights_only=False)['model'].state_dict().items():
+    for k, v in load_checkpoint(path)['model'].state_dict().items():
         h.update(k.encode() + v.contiguous().numpy().tobytes())
     return h.hexdigest()
 

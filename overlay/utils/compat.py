@@ -22,9 +22,10 @@ def text_size(font, text):
 
 
 def load_checkpoint(file, map_location='cpu'):
-    # YOLOv5 checkpoints pickle whole nn.Modules, which torch>=2.6's weights_only=True default refuses.
-    # Only load checkpoints you trust, exactly as with torch<2.6.
-    return torch.load(file, map_location=map_location, weights_only=False)
+    # YOLOv5 checkpoints pickle whole nn.Modules, which torch>=2.6's weights_only=True default refuses:
+    # load them with torch's safe unpickler and an allowlist of what they contain (utils/safe_load.py)
+    from utils.safe_load import load_checkpoint as load  # imports models/: not at start-up (circular)
+    return load(file, map_location)
 
 
 def onnx_export_kwargs():
