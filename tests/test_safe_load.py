@@ -136,3 +136,17 @@ def test_getattr_reaches_only_methods_of_model_classes(yolo, tmp_path):
     torch.save({'model': ReachesPastAMethod()}, tmp_path / 'reach.pt')
     with pytest.raises(UntrustedCheckpoint, match="getattr.*Detect.*'__init__'"):
         load_checkpoint(tmp_path / 'reach.pt')
+
+
+def test_checkpoints_of_older_yolov5_releases_load(yolo, tmp_path):
+    # v6.x checkpoints pickled the detection model as models.yolo.Model (an alias of DetectionModel in v7.0)
+    from models.yolo import DetectionModel
+    from utils.compat import load_checkpoint
+    model = DetectionModel(yolo / 'models' / 'yolov5n.yaml', nc=3)
+    DetectionModel.__qualname__ = 'Model'
+    try:
+        torch.save({'epoch': -1, 'model': model}, tmp_path / 'v6.pt')
+    finally:
+        DetectionModel.__qualname__ = 'DetectionModel'
+    assert 'models.yolo.Model' in torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / 'v6.pt')
+    assert type(load_checkpoint(tmp_path / 'v6.pt')['model']) is DetectionModel
