@@ -91,3 +91,13 @@ def test_no_script_uses_the_deprecated_cuda_amp_api(tree):
             for n, line in enumerate(p.read_text(errors='ignore').splitlines(), 1)
             if re.search(r'torch\.cuda\.amp|from torch\.cuda import amp', line)]
     assert not uses, uses
+
+
+def test_notebook_init_runs_without_ipython(tree):
+    # upstream's CI step `python -c "import utils; utils.notebook_init()"` (also the end of benchmarks.py)
+    import subprocess
+    from conftest import PY, SCRIPT_ENV
+    no_ipython = 'import sys; sys.modules["IPython"] = None'  # import IPython raises, installed or not
+    r = subprocess.run([PY, '-c', f'{no_ipython}; import utils; utils.notebook_init()'], cwd=tree, env=SCRIPT_ENV,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and 'Setup complete' in r.stdout, r.stderr[-3000:]

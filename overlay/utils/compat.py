@@ -28,6 +28,15 @@ def load_checkpoint(file, map_location='cpu'):
     return load(file, map_location)
 
 
+def ipython_display():
+    # IPython.display where IPython is installed (notebooks), else None: scripts never need it
+    try:
+        from IPython import display
+        return display
+    except ImportError:
+        return None
+
+
 def onnx_export_kwargs():
     # torch>=2.9 exports with the dynamo exporter by default (needs onnxscript, opset>=18); v7.0's opset-12
     # graphs come from the TorchScript exporter, which dynamo=False still selects
