@@ -278,7 +278,42 @@ def test_unknown_loss_fails_before_training(tree, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize('hyp', HYPS, ids=lambda p: p.stem)
+def test_each_shipped_hyp_takes_finite_training_steps(yolo, hyp):
+    """train.py's path in-process: the layered, checked hyp, ComputeLoss with the run length, SGD steps with the
+    weight EMA, then the validation loss (val.py's: no grad), all finite."""
+    from models.yolo import Model
+    from utils.hyp_files import load_hyp
+    from utils.loss import ComputeLoss
+    from utils.loss_options import set_run_length
+    from utils.torch_utils import ModelEMA
+    torch.manual_seed(0)
+    model = Model(str(yolo / 'models' / 'yolov5n.yaml'), nc=3).train()
+    model.hyp = load_hyp(f"{yolo / 'data' / 'hyps' / 'hyp.scratch-low.yaml'},{hyp}")
+    compute_loss = ComputeLoss(model)
+    set_run_length(compute_loss, 2, 3)
+    ema = ModelEMA(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=model.hyp['lr0'], momentum=model.hyp['momentum'])
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(4, 3, 64, 64, generator=g)
+    targets = torch.cat([torch.arange(4).repeat(2)[:, None].float(), torch.randint(0, 3, (8, 1), generator=g).float(),
+                         0.3 + 0.4 * torch.rand(8, 2, generator=g), 0.1 + 0.3 * torch.rand(8, 2, generator=g)], 1)
+    for _ in range(3):
+        loss, items = compute_loss(model(imgs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        ema.update(model)
+        assert torch.isfinite(loss).all() and torch.isfinite(items).all(), items
+    assert all(torch.isfinite(p).all() for p in ema.ema.parameters())
+    with torch.no_grad():
+        _, val_items = compute_loss(ema.ema.eval()(imgs)[1], targets)
+    assert torch.isfinite(val_items).all(), val_items
+
+
+@pytest.mark.parametrize('hyp', [pytest.param(h, marks=() if h.stem in ('varifocal', 'wiou-v3') else pytest.mark.slow)
+                                 for h in HYPS], ids=lambda p: p.stem)
 def test_each_shipped_hyp_trains_with_finite_losses(tree, tiny_data, hyp, tmp_path):
+    # the stock train.py on each hyp (slow but two: the in-process test above covers every hyp's losses)
     import csv
     run_script(tree, 'train.py', '--data', tiny_data, '--cfg', 'yolov5n.yaml', '--weights', '', '--img', 64,
                '--epochs', 1, '--batch', 8, '--workers', 0, '--hyp', f'hyp.scratch-low.yaml,{hyp}', '--project',

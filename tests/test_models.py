@@ -172,7 +172,20 @@ def test_shipped_yaml_builds_and_learns(yolo, cfg):
             assert p.grad is not None and p.grad.abs().sum() > 0, f'{type(m).__name__}.{name}'
 
 
-@pytest.mark.parametrize('cfg', SHIPPED, ids=lambda p: p.stem)
+# Together these hold every overlay module (EMA, C3_EMA, BiFPN_Concat2/3, MobileNetV3 blocks): the others are slow
+END_TO_END = ('yolov5s_BiFPN_EMA', 'yolov5s_C3EMA', 'yolov5s_MobileNetV3-Small_BiFPN')
+
+
+def test_the_end_to_end_yamls_hold_every_module_of_the_shipped_ones():
+    def modules(cfg):
+        d = yaml.safe_load(cfg.read_text())
+        return {layer[2] for layer in d['backbone'] + d['head']}
+    every = set().union(*map(modules, SHIPPED))
+    assert every == set().union(*(modules(c) for c in SHIPPED if c.stem in END_TO_END))
+
+
+@pytest.mark.parametrize('cfg', [pytest.param(c, marks=() if c.stem in END_TO_END else pytest.mark.slow)
+                                 for c in SHIPPED], ids=lambda p: p.stem)
 def test_shipped_yaml_trains_resumes_validates_detects_exports(tree, yolo, tiny_data, cfg, tmp_path):
     """Stock scripts end to end: train (killed, then --resume), val.py and detect.py on best.pt, ONNX export."""
     from test_e2e import export_and_compare_onnx
