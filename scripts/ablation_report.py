@@ -144,9 +144,9 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
         lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | |')
     where = runs.groupby(['machine', 'device', 'torch'], dropna=False).size()
     commits = sorted(runs['commit'].dropna().unique())
-    dates = runs['date'].dropna()
+    days = sorted({d[:10] for d in runs['date'].dropna()})
     lines += ['', 'Trained at commit' + ('s ' if len(commits) > 1 else ' ') + ', '.join(map(short_commit, commits))
-              + (f', {dates.min()[:10]} to {dates.max()[:10]}' if len(dates) else '') + '; on '
+              + (f', {days[0]}' + (f' to {days[-1]}' if len(days) > 1 else '') if days else '') + '; on '
               + '; '.join(f'{m} ({d}, torch {t}): {n} runs' for (m, d, t), n in where.items()) + '.']
     lines += [f'Note: {n}' for n in notes]
     return '\n'.join(lines) + '\n'
