@@ -250,3 +250,15 @@ def test_presets_are_valid(tree, tmp_path):
         abl = ablate.load_ablation(preset, out=tmp_path / preset.stem)
         abl['tree'] = tree
         ablate.check_variants(abl)
+
+
+@pytest.mark.parametrize('results', sorted((PROJECT / 'docs' / 'results').glob('*/results.md')),
+                         ids=lambda p: p.parent.name)
+def test_published_results_are_the_reports_output_on_their_records(results, tmp_path):
+    # docs/results/<name>/results.md is what `ablate.py report` writes from the records beside it (no hand edits)
+    preset = PROJECT / 'configs' / 'ablations' / f'{results.parent.name}.yaml'
+    r = ablate_cli('report', preset, '--out', tmp_path, '--records', results.parent / 'records')
+    assert r.returncode == 0, r.stderr
+    tables = [md.read_text().split('\n## ', 1)[1] for md in (tmp_path / 'results.md', results)]  # after the header
+    assert tables[0] == tables[1]
+    assert (results.parent / 'map_per_variant.png').exists() and (results.parent / 'map_per_epoch.png').exists()
