@@ -29,14 +29,16 @@ def crafted(tmp_path):
 
 
 def yolov5_checkpoint(model):
-    # what train.py saves every epoch (before strip_optimizer): half model and EMA, optimizer, numpy fitness
+    # what train.py saves every epoch (before strip_optimizer): half model and EMA, optimizer, fitness as numpy
+    # returns it (an array of one float), a numpy scalar in the options
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()  # momentum buffers, as in a real run's state
-    return {'epoch': 3, 'best_fitness': np.float64(0.25), 'model': copy.deepcopy(model).half(),
+    return {'epoch': 3, 'best_fitness': np.array([0.25]), 'model': copy.deepcopy(model).half(),
             'ema': copy.deepcopy(model).half(), 'updates': 12, 'optimizer': optimizer.state_dict(),
-            'opt': {'weights': '', 'hyp': {'lr0': 0.01}, 'epochs': 3, 'save_dir': 'runs/train/exp'},
+            'opt': {'weights': '', 'hyp': {'lr0': 0.01}, 'epochs': 3, 'save_dir': 'runs/train/exp',
+                    'scalar': np.float32(0.5)},
             'git': {'remote': None, 'branch': None, 'commit': None}, 'date': datetime.now().isoformat()}
 
 
@@ -72,7 +74,7 @@ def test_checkpoints_of_every_model_load(yolo, cfg, tmp_path):
     model = Model(path if path.exists() else yolo / 'models' / ('segment' if '-seg' in cfg else '') / cfg, nc=3)
     torch.save(yolov5_checkpoint(model), tmp_path / 'last.pt')
     loaded = load_checkpoint(tmp_path / 'last.pt')
-    assert type(loaded['model']) is type(model) and loaded['best_fitness'] == 0.25
+    assert type(loaded['model']) is type(model) and loaded['best_fitness'].tolist() == [0.25]
     expected = model.half().state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in loaded['ema'].state_dict().items())
 

@@ -3,7 +3,7 @@
 # A YOLOv5 .pt pickles whole nn.Modules, so torch>=2.6's weights_only=True refuses it, and weights_only=False
 # lets any downloaded file run arbitrary code on load. Here torch's safe unpickler gets an allowlist of exactly
 # the classes YOLOv5 checkpoints are made of: the model classes of models/ (upstream's and the overlay's),
-# torch.nn layers, torchvision's classification models (classify/train.py --model resnet18) and numpy scalars
+# torch.nn layers, torchvision's classification models (classify/train.py --model resnet18) and numpy arrays
 # (best_fitness). Anything else is refused with its name; YOLOV5_TRUST_CHECKPOINTS=1 opts out for trusted files.
 import inspect
 import logging
@@ -44,11 +44,12 @@ def _module_classes():
 
 
 def _numpy_globals():
-    # numpy scalars (train.py's best_fitness is a numpy float64) and their dtypes
+    # numpy arrays and scalars (train.py's best_fitness is an array of one float) and their dtypes; an array's
+    # items still go through the same unpickler
     import numpy as np
     core = getattr(np, '_core', None) or np.core
     dtypes = [v for v in vars(getattr(np, 'dtypes', object)).values() if inspect.isclass(v)]
-    return [core.multiarray.scalar, np.dtype, *dtypes]
+    return [np.ndarray, core.multiarray._reconstruct, core.multiarray.scalar, np.dtype, *dtypes]
 
 
 def _method_lookup(classes):
