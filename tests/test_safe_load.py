@@ -3,6 +3,7 @@ import copy
 import re
 import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,8 @@ def test_classification_checkpoints_load(yolo, tmp_path):
     for model in (ClassificationModel(model=DetectionModel(yolo / 'models' / 'yolov5n.yaml'), nc=4, cutoff=10),
                   torchvision.models.resnet18(num_classes=4), torchvision.models.efficientnet_b0(num_classes=4),
                   torchvision.models.mobilenet_v3_small(num_classes=4)):
-        ckpt = {'epoch': -1, 'model': copy.deepcopy(model).half(), 'ema': None, 'optimizer': None}
+        ckpt = {'epoch': -1, 'model': copy.deepcopy(model).half(), 'ema': None, 'optimizer': None,
+                'opt': {'save_dir': Path('runs/train-cls/exp')}}  # classify/train.py saves a Path there
         torch.save(ckpt, tmp_path / 'c.pt')
         assert type(load_checkpoint(tmp_path / 'c.pt')['model']) is type(model)
 

@@ -4,7 +4,8 @@
 # lets any downloaded file run arbitrary code on load. Here torch's safe unpickler gets an allowlist of exactly
 # the classes YOLOv5 checkpoints are made of: the model classes of models/ (upstream's and the overlay's),
 # torch.nn layers, torchvision's classification models (classify/train.py --model resnet18) and numpy arrays
-# (best_fitness). Anything else is refused with its name; YOLOV5_TRUST_CHECKPOINTS=1 opts out for trusted files.
+# (best_fitness), pathlib paths (classify's options). Anything else is refused with its name;
+# YOLOV5_TRUST_CHECKPOINTS=1 opts out for trusted files.
 import inspect
 import logging
 import os
@@ -63,10 +64,16 @@ def _method_lookup(classes):
     return getattr_of_allowed_class, 'builtins.getattr'
 
 
+def _path_globals():
+    # classify/train.py saves its options with save_dir as a pathlib path
+    import pathlib
+    return [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+
+
 def allowed_globals():
     """Everything a YOLOv5 detection, segmentation or classification checkpoint may unpickle, beyond tensors."""
     classes = _module_classes()
-    return [*classes, _method_lookup({c for c, _ in classes}), *_numpy_globals()]
+    return [*classes, _method_lookup({c for c, _ in classes}), *_numpy_globals(), *_path_globals()]
 
 
 def _global_name(entry):
@@ -86,6 +93,7 @@ def disallowed_globals(file, allowed):
 def load_checkpoint(file, map_location='cpu'):
     # torch.load of a YOLOv5 checkpoint with torch's safe unpickler and the YOLOv5 allowlist
     if os.environ.get(TRUST_ENV, '').lower() in ('1', 'true', 'yes'):
+        LOGGER.warning(f'{TRUST_ENV} is set: loading {file} with full unpickling (for files you trust)')
         return torch.load(file, map_location=map_location, weights_only=False)
     allowed = allowed_globals()
     try:
