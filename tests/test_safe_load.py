@@ -84,7 +84,10 @@ def test_classification_checkpoints_load(yolo, tmp_path):
     import torchvision
     from models.yolo import ClassificationModel, DetectionModel
     from utils.compat import load_checkpoint
-    for model in (ClassificationModel(model=DetectionModel(yolo / 'models' / 'yolov5n.yaml'), nc=4, cutoff=10),
+    from utils.augmentations import classify_transforms
+    yolo_classifier = ClassificationModel(model=DetectionModel(yolo / 'models' / 'yolov5n.yaml'), nc=4, cutoff=10)
+    yolo_classifier.transforms = classify_transforms(224)  # as classify/train.py saves it
+    for model in (yolo_classifier,
                   torchvision.models.resnet18(num_classes=4), torchvision.models.efficientnet_b0(num_classes=4),
                   torchvision.models.mobilenet_v3_small(num_classes=4)):
         ckpt = {'epoch': -1, 'model': copy.deepcopy(model).half(), 'ema': None, 'optimizer': None,

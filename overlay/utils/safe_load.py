@@ -4,7 +4,7 @@
 # lets any downloaded file run arbitrary code on load. Here torch's safe unpickler gets an allowlist of exactly
 # the classes YOLOv5 checkpoints are made of: the model classes of models/ (upstream's and the overlay's),
 # torch.nn layers, torchvision's classification models (classify/train.py --model resnet18) and numpy arrays
-# (best_fitness), pathlib paths (classify's options). Anything else is refused with its name;
+# (best_fitness), classify's preprocessing and pathlib paths. Anything else is refused with its name;
 # YOLOV5_TRUST_CHECKPOINTS=1 opts out for trusted files.
 import inspect
 import logging
@@ -64,6 +64,15 @@ def _method_lookup(classes):
     return getattr_of_allowed_class, 'builtins.getattr'
 
 
+def _transform_classes():
+    # classify/train.py saves the model with its test transforms (model.transforms, classify_transforms()): a
+    # torchvision Compose of utils/augmentations.py's CenterCrop and ToTensor and torchvision's Normalize
+    import torchvision.transforms as T
+    from utils import augmentations
+    return [T.Compose, T.Normalize, T.Resize, T.CenterCrop, T.ToTensor, T.InterpolationMode, augmentations.CenterCrop,
+            augmentations.ToTensor, augmentations.LetterBox]
+
+
 def _path_globals():
     # classify/train.py saves its options with save_dir as a pathlib path
     import pathlib
@@ -73,7 +82,8 @@ def _path_globals():
 def allowed_globals():
     """Everything a YOLOv5 detection, segmentation or classification checkpoint may unpickle, beyond tensors."""
     classes = _module_classes()
-    return [*classes, _method_lookup({c for c, _ in classes}), *_numpy_globals(), *_path_globals()]
+    return [*classes, _method_lookup({c for c, _ in classes}), *_transform_classes(), *_numpy_globals(),
+            *_path_globals()]
 
 
 def _global_name(entry):

@@ -1,0 +1,159 @@
+"""YOLOv5 v7.0's own CI (.github/workflows/ci-testing.yml at the pinned commit) on the patched tree, offline.
+
+The same steps, in the same order, with these adaptations only: a tiny dataset for each task made on the spot
+instead of coco128 / coco128-seg / mnist160; the "official weights" trained here for one epoch instead of
+downloaded; explicit --project folders; hubconf.py's demo run on the local images of its list (its list also
+holds a URL). benchmarks.py's formats that need a package we do not ship (OpenVINO, TensorFlow, CoreML, ...)
+show in its table as not run, as upstream's CI shows them without the package; it must not crash.
+"""
+import shutil
+import subprocess
+
+import pytest
+from conftest import PY, SCRIPT_ENV
+
+pytestmark = pytest.mark.slow
+
+
+def step(tree, *args, timeout=600):
+    """One CI line, run in the tree as CI runs it; fails the test with the line and its output."""
+    r = subprocess.run([PY, *map(str, args)], cwd=tree, env=SCRIPT_ENV, capture_output=True, text=True,
+                       timeout=timeout)
+    line = ' '.join(map(str, args))
+    assert r.returncode == 0, f'CI step failed: python {line}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
+    return r
+
+
+def segmentation_data(tiny_data, dest):
+    """The tiny detection dataset with each box as a 4-point polygon: a YOLO segmentation dataset."""
+    src = tiny_data.parent
+    shutil.copytree(src / 'images', dest / 'images')
+    for labels in (src / 'labels').rglob('*.txt'):
+        out = dest / 'labels' / labels.relative_to(src / 'labels')
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for line in labels.read_text().split('\n'):
+            if line.strip():
+                c, x, y, w, h = line.split()
+                x, y, w, h = map(float, (x, y, w, h))
+                corners = (x - w / 2, y - h / 2, x + w / 2, y - h / 2, x + w / 2, y + h / 2, x - w / 2, y + h / 2)
+                rows.append(' '.join([c, *(f'{v:.6f}' for v in corners)]))
+        out.write_text('\n'.join(rows) + '\n')
+    data = dest / 'data.yaml'
+    data.write_text(tiny_data.read_text().replace(str(src), str(dest)))
+    return data
+
+
+def classification_data(dest, per_class=8, size=32):
+    """An ImageFolder dataset: squares and discs on noise, train/val/test."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val', 'test'):
+        for name in ('square', 'disc'):
+            (dest / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                im = Image.fromarray(rng.integers(0, 80, (size, size, 3), dtype=np.uint8))
+                a, b = sorted(rng.integers(4, size - 4, 2))
+                box = (a, a, max(b, a + 8), max(b, a + 8))
+                draw = ImageDraw.Draw(im)
+                (draw.rectangle if name == 'square' else draw.ellipse)(box, fill=(200, 200, 60))
+                im.save(dest / split / name / f'{i}.png')
+    return dest
+
+
+def test_check_environment(tree):
+    assert 'Setup complete' in step(tree, '-c', 'import utils; utils.notebook_init()').stdout
+
+
+def test_detection(tree, tiny_data, tmp_path):
+    runs, test_images = tmp_path / 'runs', tiny_data.parent / 'images' / 'test'
+    common = ['--imgsz', 64, '--batch', 32, '--epochs', 1, '--device', 'cpu', '--data', tiny_data, '--workers', 0]
+    step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', *common, '--project', runs, '--name', 'm')
+    m = runs / 'm' / 'weights' / 'last.pt'  # stands for the official yolov5n.pt
+    step(tree, 'train.py', '--weights', m, '--cfg', 'yolov5n.yaml', *common, '--project', runs, '--name', 'exp')
+    b = runs / 'exp' / 'weights' / 'best.pt'
+    for w in (m, b):
+        step(tree, 'val.py', '--imgsz', 64, '--batch', 32, '--weights', w, '--device', 'cpu', '--data', tiny_data,
+             '--project', runs / 'val')
+        step(tree, 'detect.py', '--imgsz', 64, '--weights', w, '--device', 'cpu', '--source', test_images,
+             '--project', runs / 'detect')
+    # hubconf.py --model: its __main__ block, on the local images of its list
+    step(tree, '-c', f'import numpy as np, cv2; from PIL import Image; import hubconf\n'
+                     f'model = hubconf._create(name={str(m)!r}, pretrained=True, channels=3, classes=80)\n'
+                     f'ims = ["data/images/zidane.jpg", cv2.imread("data/images/bus.jpg")[:, :, ::-1], '
+                     f'Image.open("data/images/bus.jpg"), np.zeros((320, 640, 3))]\n'
+                     f'r = model(ims, size=320); r.print(); r.save(save_dir={str(runs / "hub")!r})')
+    step(tree, 'models/yolo.py', '--cfg', 'yolov5n.yaml')
+    step(tree, 'export.py', '--weights', m, '--img', 64, '--include', 'torchscript')
+    assert m.with_suffix('.torchscript').exists()
+    step(tree, '-c', f'import torch\nim = torch.zeros([1, 3, 64, 64])\n'
+                     f'for path in {str(m)!r}, {str(b)!r}:\n'
+                     f'    model = torch.hub.load(".", "custom", path=path, source="local")\n'
+                     f'    print(model("data/images/bus.jpg"))\n'
+                     f'    model(im)\n'
+                     f'    torch.jit.trace(model, [im])\n')
+
+
+def test_segmentation(tree, tiny_data, tmp_path):
+    data, runs = segmentation_data(tiny_data, tmp_path / 'seg'), tmp_path / 'runs'
+    common = ['--imgsz', 64, '--batch', 32, '--epochs', 1, '--device', 'cpu', '--data', data, '--workers', 0]
+    step(tree, 'segment/train.py', '--weights', '', '--cfg', 'yolov5n-seg.yaml', *common, '--project', runs,
+         '--name', 'm')
+    m = runs / 'm' / 'weights' / 'last.pt'  # stands for the official yolov5n-seg.pt
+    step(tree, 'segment/train.py', '--weights', m, '--cfg', 'yolov5n-seg.yaml', *common, '--project', runs,
+         '--name', 'exp')
+    step(tree, 'segment/train.py', '--weights', '', '--cfg', 'yolov5n-seg.yaml', *common, '--project', runs,
+         '--name', 'scratch')
+    b = runs / 'exp' / 'weights' / 'best.pt'
+    for w in (m, b):
+        step(tree, 'segment/val.py', '--imgsz', 64, '--batch', 32, '--weights', w, '--device', 'cpu', '--data', data,
+             '--project', runs / 'val')
+        step(tree, 'segment/predict.py', '--imgsz', 64, '--weights', w, '--device', 'cpu', '--source',
+             tiny_data.parent / 'images' / 'test', '--project', runs / 'predict')
+        step(tree, 'export.py', '--weights', w, '--img', 64, '--include', 'torchscript', '--device', 'cpu')
+    # the Benchmarks job's segmentation lines
+    r = step(tree, 'benchmarks.py', '--data', data, '--weights', m, '--img', 64, timeout=900)
+    assert 'Benchmarks complete' in r.stdout + r.stderr
+    step(tree, 'export.py', '--weights', m, '--include', 'onnx', '--img', 64)
+    step(tree, 'segment/predict.py', '--weights', m.with_suffix('.onnx'), '--img', 64, '--source',
+         tiny_data.parent / 'images' / 'test', '--project', runs / 'predict-onnx')
+
+
+def test_classification(tree, tiny_data, tmp_path):
+    data, runs = classification_data(tmp_path / 'cls'), tmp_path / 'runs'
+    common = ['--imgsz', 32, '--data', data, '--epochs', 1, '--workers', 0, '--batch-size', 8]
+    detection = tmp_path / 'det'
+    step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', '--imgsz', 64, '--epochs', 1, '--batch', 8,
+         '--data', tiny_data, '--workers', 0, '--project', detection, '--name', 'd')
+    # a -cls checkpoint as upstream makes them: a detection model cut into a classifier, trained one epoch
+    step(tree, 'classify/train.py', '--model', detection / 'd' / 'weights' / 'last.pt', *common, '--project', runs,
+         '--name', 'm')
+    m = runs / 'm' / 'weights' / 'last.pt'  # stands for the official yolov5n-cls.pt
+    step(tree, 'classify/train.py', '--model', m, *common, '--project', runs, '--name', 'exp')
+    b = runs / 'exp' / 'weights' / 'best.pt'
+    step(tree, 'classify/val.py', '--imgsz', 32, '--weights', b, '--data', data, '--project', runs / 'val')
+    image = next((data / 'test' / 'disc').glob('*.png'))
+    step(tree, 'classify/predict.py', '--imgsz', 32, '--weights', b, '--source', image, '--project', runs / 'predict')
+    step(tree, 'classify/predict.py', '--imgsz', 32, '--weights', m, '--source', 'data/images/bus.jpg',
+         '--project', runs / 'predict')
+    step(tree, 'export.py', '--weights', b, '--img', 64, '--include', 'torchscript')
+    step(tree, '-c', f'import torch\nfor path in {str(m)!r}, {str(b)!r}:\n'
+                     f'    model = torch.hub.load(".", "custom", path=path, source="local")\n')
+    # the Benchmarks job's classification lines
+    step(tree, 'export.py', '--weights', m, '--include', 'onnx', '--img', 224)
+    step(tree, 'classify/predict.py', '--weights', m.with_suffix('.onnx'), '--img', 224, '--source',
+         'data/images/bus.jpg', '--project', runs / 'predict-onnx')
+
+
+def test_benchmarks_and_onnx_detect(tree, tiny_data, tmp_path):
+    # the Benchmarks job's detection lines: benchmarks.py (every export format, then val on each), ONNX detect
+    runs = tmp_path / 'runs'
+    step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', '--imgsz', 64, '--epochs', 1, '--batch', 8,
+         '--data', tiny_data, '--workers', 0, '--project', runs, '--name', 'm')
+    m = runs / 'm' / 'weights' / 'last.pt'
+    r = step(tree, 'benchmarks.py', '--data', tiny_data, '--weights', m, '--img', 64, timeout=900)
+    assert 'Benchmarks complete' in r.stdout + r.stderr and 'TorchScript' in r.stdout + r.stderr
+    step(tree, 'export.py', '--weights', m, '--include', 'onnx', '--img', 64)
+    step(tree, 'detect.py', '--weights', m.with_suffix('.onnx'), '--img', 64, '--source',
+         tiny_data.parent / 'images' / 'test', '--project', runs / 'detect')
