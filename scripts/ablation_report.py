@@ -145,9 +145,10 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
     where = runs.groupby(['machine', 'device', 'torch'], dropna=False).size()
     commits = sorted(runs['commit'].dropna().unique())
     days = sorted({d[:10] for d in runs['date'].dropna()})
-    lines += ['', 'Trained at commit' + ('s ' if len(commits) > 1 else ' ') + ', '.join(map(short_commit, commits))
-              + (f', {days[0]}' + (f' to {days[-1]}' if len(days) > 1 else '') if days else '') + '; on '
-              + '; '.join(f'{m} ({d}, torch {t}): {n} runs' for (m, d, t), n in where.items()) + '.']
+    when = (f', {days[0]}' + (f' to {days[-1]}' if len(days) > 1 else '')) if days else ''
+    machines = '; '.join(f'{m} ({d}, torch {t}): {n} runs' for (m, d, t), n in where.items())
+    lines += ['', f'Trained at commit{"s" if len(commits) > 1 else ""} {", ".join(map(short_commit, commits))}'
+                  f'{when}; on {machines}.']
     lines += [f'Note: {n}' for n in notes]
     return '\n'.join(lines) + '\n'
 

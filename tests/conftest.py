@@ -24,6 +24,13 @@ def run_apply(*args, check=True):
     return r
 
 
+def tree_lines(tree, pattern, skip=()):
+    """'path:line' of every line of the tree's .py files (but those named in skip) that matches the regex."""
+    import re
+    return [f'{p.relative_to(tree)}:{n}' for p in sorted(Path(tree).rglob('*.py')) if p.name not in skip
+            for n, line in enumerate(p.read_text(errors='ignore').splitlines(), 1) if re.search(pattern, line)]
+
+
 def run_script(tree, script, *args, timeout=600):
     """Run a stock YOLOv5 script of `tree`; fail the test with its output if it fails."""
     r = subprocess.run([PY, str(Path(tree) / script), *map(str, args)], capture_output=True, text=True,

@@ -86,10 +86,8 @@ def test_onnx_export_kwargs_select_the_torchscript_exporter():
 
 def test_no_script_uses_the_deprecated_cuda_amp_api(tree):
     # torch.cuda.amp warns on every training step (train, segment/train, classify/train and val)
-    import re
-    uses = [f'{p.relative_to(tree)}:{n}' for p in tree.rglob('*.py') if p.name != 'compat.py'
-            for n, line in enumerate(p.read_text(errors='ignore').splitlines(), 1)
-            if re.search(r'torch\.cuda\.amp|from torch\.cuda import amp', line)]
+    from conftest import tree_lines
+    uses = tree_lines(tree, r'torch\.cuda\.amp|from torch\.cuda import amp', skip=('compat.py',))
     assert not uses, uses
 
 

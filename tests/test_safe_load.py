@@ -1,6 +1,5 @@
 """Checkpoints cannot run code: YOLOv5's own load, a crafted file refused by every stock script."""
 import copy
-import re
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PY, SCRIPT_ENV
+from conftest import PY, SCRIPT_ENV, tree_lines
 
 
 class WritesAFile:
@@ -99,8 +98,7 @@ def test_classification_checkpoints_load(yolo, tmp_path):
 def test_no_checkpoint_load_bypasses_the_allowlist(tree):
     # every torch.load of the built tree is the one in utils/safe_load.py (aws/resume.py: git baseline only,
     # and torch's own default, weights_only=True, refuses rather than runs a crafted file there)
-    calls = [f'{p.relative_to(tree)}:{n}' for p in tree.rglob('*.py') for n, line in
-             enumerate(p.read_text(errors='ignore').splitlines(), 1) if re.search(r'\btorch\.load\(', line)]
+    calls = tree_lines(tree, r'\btorch\.load\(')
     assert calls and all(c.startswith('utils/safe_load.py:') for c in calls), calls
 
 
