@@ -1,0 +1,72 @@
+"""Which split each sample goes to: the source's own (ImageSets, JSON file names, split folders) or a seeded one."""
+from __future__ import annotations
+
+import random
+import re
+
+from .records import SPLITS, Sample
+
+DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
+DEFAULT_SEED = 0
+_ALIASES = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val', 'validation': 'val',
+            'minival': 'val', 'test': 'test', 'testing': 'test', 'trainval': 'trainval'}
+
+
+def split_of(text: str) -> str | None:
+    """'instances_train2017' -> 'train', 'valid' -> 'val', 'trainval35k' -> 'trainval'; None if no word says."""
+    found = {_ALIASES[m.group(1)] for token in re.split(r'[^a-z0-9]+', text.lower())
+             if (m := re.fullmatch(r'([a-z]+?)\d*k?', token)) and m.group(1) in _ALIASES}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    """'0.7,0.2,0.1' (or '7,2,1', or '0.8,0.2' for no test split) -> fractions that sum to 1."""
+    try:
+        parts = [float(x) for x in text.split(',')]
+    except ValueError:
+        parts = []
+    if len(parts) not in (2, 3) or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] <= 0:
+        raise ValueError(f'--split {text!r}: expected train,val[,test] fractions such as 0.7,0.2,0.1')
+    parts += [0.0] * (3 - len(parts))
+    return tuple(p / sum(parts) for p in parts)
+
+
+def describe(fractions) -> str:
+    return '/'.join(f'{f:g}' for f in fractions)
+
+
+def seeded(samples: list[Sample], fractions, seed: int) -> dict[str, list[Sample]]:
+    """Shuffle by image name with `seed`, then cut: round(n * train), round(n * val), the rest test."""
+    order = sorted(samples, key=lambda s: (s.image.name, str(s.image)))
+    random.Random(seed).shuffle(order)
+    n_train = round(len(order) * fractions[0])
+    n_val = min(round(len(order) * fractions[1]), len(order) - n_train)
+    return {'train': order[:n_train], 'val': order[n_train:n_train + n_val], 'test': order[n_train + n_val:]}
+
+
+def assign(samples: list[Sample], source_how: str | None, fractions, seed: int, forced: bool) -> str:
+    """Set every sample's split; returns how, for the log and the YAML. forced: --split given (re-split all)."""
+    seeded_how = f'seeded {describe(fractions)} split (seed {seed})'
+    if forced or not any(s.split for s in samples):
+        for split, part in seeded(samples, fractions, seed).items():
+            for s in part:
+                s.split = split
+        if forced and source_how:
+            return f"{seeded_how} (--split given: the source's own splits ignored)"
+        return seeded_how + ('' if forced else ' (the source has no splits)')
+    how = source_how or 'the source'
+    pooled = [s for s in samples if s.split == 'trainval']
+    if pooled:  # VOC trainval.txt, COCO instances_trainval*.json: carve val out of it
+        ft, fv = fractions[0], fractions[1] or DEFAULT_FRACTIONS[1]
+        for split, part in seeded(pooled, (ft / (ft + fv), fv / (ft + fv), 0), seed).items():
+            for s in part:
+                s.split = split
+        how += f'; trainval cut into train/val {ft / (ft + fv):.2f}/{fv / (ft + fv):.2f} (seed {seed})'
+    loose = [s for s in samples if s.split is None]
+    if loose:  # some samples have a split, some not: the latter get a seeded one
+        for split, part in seeded(loose, fractions, seed).items():
+            for s in part:
+                s.split = split
+        how += f'; {len(loose)} images outside any split: {seeded_how}'
+    assert all(s.split in SPLITS for s in samples)
+    return how
