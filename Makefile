@@ -24,6 +24,8 @@ BEST    ?= $(RUNS)/train/$(NAME)/weights/best.pt
 SOURCE_IMAGES ?= datasets/BCCD/images/test
 ARGS    ?=# anything else for train.py, e.g. ARGS="--cos-lr --patience 10"
 ABL     ?= configs/ablations/smoke.yaml
+SRC     ?=# make data: a dataset to convert (Pascal VOC, COCO JSON or YOLO folder, or a COCO .json); empty: BCCD
+DATASET_ARGS ?=# more scripts/make_dataset.py options for make data SRC=..., e.g. "--names cat,dog --skip-bad"
 BENCH   ?=# scripts/bench.py arguments, e.g. BENCH="models --img 320 640" or BENCH="losses --amp"
 
 comma := ,
@@ -38,6 +40,9 @@ endif
 
 STAMP_VENV := $(VENV)/.installed
 STAMP_DATA := datasets/BCCD/.converted
+# train/val/detect convert BCCD first only when they use it (DATA, SOURCE_IMAGES at their defaults)
+DATA_DEPS := $(if $(filter configs/data/bccd.yaml,$(DATA)),$(STAMP_DATA))
+DETECT_DEPS := $(if $(filter datasets/BCCD/%,$(SOURCE_IMAGES)),$(STAMP_DATA))
 
 .PHONY: help setup apply check data train val detect export diff test test-all bench ablate report clean distclean
 
@@ -57,21 +62,29 @@ apply: $(STAMP_VENV)  ## build yolov5/: pinned v7.0 + overlay + patches (idempot
 check: $(STAMP_VENV)  ## do all patches apply? changes nothing
 	$(PY) scripts/apply.py --source $(SOURCE) --check
 
-data: $(STAMP_DATA)  ## BCCD as YOLO labels in datasets/BCCD (train/val/test from its ImageSets)
-$(STAMP_DATA): scripts/voc2yolo.py configs/data/bccd.yaml | $(STAMP_VENV)
-	$(PY) scripts/voc2yolo.py --data configs/data/bccd.yaml --dest datasets/BCCD
+# make data SRC=...: the dataset is named NAME when NAME is on the command line, else after SRC's folder or file
+# (make_dataset.py's default; NAME's own default, exp, is the run name).
+DATASET_NAME := $(if $(filter command line,$(origin NAME)), --name '$(NAME)')
+ifeq ($(SRC),)
+data: $(STAMP_DATA)  ## BCCD; or SRC=dir|file [NAME=n]: VOC/COCO/YOLO -> datasets/NAME, configs/data/NAME.yaml
+else
+data: | $(STAMP_VENV)
+	$(PY) scripts/make_dataset.py --src '$(SRC)'$(DATASET_NAME) $(DATASET_ARGS)
+endif
+$(STAMP_DATA): scripts/make_dataset.py $(wildcard scripts/dataset_formats/*.py) configs/data/bccd.yaml | $(STAMP_VENV)
+	$(PY) scripts/make_dataset.py --name BCCD --data configs/data/bccd.yaml --yaml configs/data/bccd.yaml
 	touch $@
 
-train: apply data  ## train.py with CFG HYP VARIANT DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
+train: apply $(DATA_DEPS)  ## train.py with CFG HYP VARIANT DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
 	$(TRAIN_LAUNCH) $(TREE)/train.py --cfg $(CFG) --hyp $(HYPS) --data $(DATA) --epochs $(EPOCHS) --img $(IMG) \
 		--batch $(BATCH) --weights '$(WEIGHTS)' --device '$(DEVICE)' --project $(RUNS)/train --name $(NAME) \
 		--exist-ok $(ARGS)
 
-val: apply data  ## val.py on BEST (default: runs/train/NAME/weights/best.pt), test split
+val: apply $(DATA_DEPS)  ## val.py on BEST (default: runs/train/NAME/weights/best.pt), test split
 	$(PY) $(TREE)/val.py --weights $(BEST) --data $(DATA) --img $(IMG) --task test --device '$(DEVICE)' \
 		--project $(RUNS)/val --name $(NAME) --exist-ok
 
-detect: apply data  ## detect.py with BEST on SOURCE_IMAGES
+detect: apply $(DETECT_DEPS)  ## detect.py with BEST on SOURCE_IMAGES
 	$(PY) $(TREE)/detect.py --weights $(BEST) --source $(SOURCE_IMAGES) --img $(IMG) --device '$(DEVICE)' \
 		--project $(RUNS)/detect --name $(NAME) --exist-ok
 
