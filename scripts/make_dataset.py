@@ -138,8 +138,11 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     log(f'classes from {names_from}: {", ".join(names)}')
     check_boxes(samples, report)
     report.flush()
-    check_unique_outputs(samples, report)
-    split_how = assign(samples, found.split_how, fractions or DEFAULT_FRACTIONS, seed, forced=fractions is not None)
+    forced = fractions is not None
+    source_split = {id(s): s.split for s in samples}  # None: seeded below
+    split_how = assign(samples, found.split_how, fractions or DEFAULT_FRACTIONS, seed, forced=forced)
+    check_unique_outputs(samples, report, lambda s: '*' if forced else source_split[id(s)] or '*')
+    check_unique_outputs(samples, report, lambda s: s.split, with_bad=False)  # clashes the seeded split made
     log(f'splits: {split_how}')
     report.flush()
     problems = sorted(report.problems, key=lambda p: p.file)  # each file's problems together, in order found

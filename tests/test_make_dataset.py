@@ -268,6 +268,15 @@ def test_yolo_with_data_yaml_and_split_folders(tmp_path):
     assert load_yaml(data)['names'] == {0: 'a', 1: 'b'} and 'split folders' in data.read_text()
 
 
+def test_yolo_same_name_in_two_splits_clashes_only_when_resplit(tmp_path, capsys):
+    src = yolo_dataset(tmp_path / 'src')
+    image(src / 'images' / 'val' / 'y0.jpg')  # y0 in train and in val: fine as long as they stay apart
+    rc, dest, _ = run(src, tmp_path / 'out')
+    assert rc == 0 and 'val/y0' in labels(dest) and 'train/y0' in labels(dest)
+    assert run(src, tmp_path / 'out2', '--split', '0.8,0.2')[0] == 2
+    assert 'images/train/y0.jpg: the same output name (y0) as images/val/y0.jpg' in capsys.readouterr().err
+
+
 def test_yolo_flat_with_classes_txt_and_polygons(tmp_path):
     src = yolo_dataset(tmp_path / 'src', split_folders=False, n=5)
     (src / 'labels' / 'classes.txt').write_text('cat\ndog\n')
@@ -401,6 +410,12 @@ def test_bad_coco_input(tmp_path, capsys):
     assert_nothing_written(tmp_path / 'out')
     rc, dest, _ = run(src, tmp_path / 'out', '--skip-bad')
     assert rc == 0 and len(labels(dest)) == 5
+    assert 'left out 1 files and 3 boxes' in capsys.readouterr().out  # gone.jpg; annotations 9, 10 and 11
+    data['images'].append({'id': 6, 'file_name': 'c1.jpg', 'width': 64, 'height': 48})  # c1.jpg again
+    (src / 'labels.json').write_text(json.dumps(data))
+    assert run(src, tmp_path / 'out3')[0] == 2
+    assert ('make_dataset: error: labels.json: image id 6: its image images/c1.jpg is also the image of labels.json '
+            '(image id 1)') in capsys.readouterr().err
     _truncate(src / 'labels.json')
     rc, _, _ = run(src, tmp_path / 'out2')
     assert rc == 2 and 'make_dataset: error: labels.json: malformed JSON' in capsys.readouterr().err

@@ -138,23 +138,25 @@ def check_boxes(samples: list[Sample], report: Report) -> None:
             s.lines.append(f'{b.cls_id} {xc:.6f} {yc:.6f} {bw:.6f} {bh:.6f}')
 
 
-def check_unique_outputs(samples: list[Sample], report: Report) -> None:
-    """Two samples must not land on one output name (images/SPLIT/STEM.*, labels/SPLIT/STEM.txt). Samples with a
-    split from the source clash within their split; samples without one (seeded split) clash anywhere."""
+def check_unique_outputs(samples: list[Sample], report: Report, group, with_bad=True) -> None:
+    """Two samples must not land on one output name (images/SPLIT/STEM.*, labels/SPLIT/STEM.txt): within each
+    group(sample) (a split; '*' for the samples of a seeded split, so that the check does not depend on the seed)."""
     groups = defaultdict(list)
     for s in samples:
-        groups[(s.split or '*', s.image.stem)].append(s)
-    for (split, stem), group in groups.items():
-        if len(group) < 2:
+        if with_bad or not s.bad:
+            groups[(group(s), s.image.stem)].append(s)
+    for (split, stem), clash in groups.items():
+        if len(clash) < 2:
             continue
-        where = 'the same output name' + (f' in {split}' if split != '*' else '')
-        for s in group:
-            others = [g for g in group if g is not s]
+        for s in clash:
+            others = [g for g in clash if g is not s]
             if all(g.image == s.image for g in others):
-                files = ', '.join(report.name(g.annotation) for g in others)
-                report.problem(s.annotation, f'its image {report.name(s.image)} is also the image of {files}',
+                prefix = f'{s.where}: ' if s.where else ''
+                users = ', '.join(report.name(g.annotation) + (f' ({g.where})' if g.where else '') for g in others)
+                report.problem(s.annotation, f'{prefix}its image {report.name(s.image)} is also the image of {users}',
                                'duplicate image', sample=s)
             else:
+                where = 'the same output name' + (f' in {split}' if split != '*' else '')
                 files = ', '.join(report.name(g.image) for g in others)
                 report.problem(s.image, f'{where} ({stem}) as {files}: image file names must be unique',
                                'duplicate image name', sample=s)

@@ -158,14 +158,15 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
         for iid, im in images.items():
             path, why = _locate(im['file_name'], j, root, splits[j], index)
             if path is None:
-                report.problem(j, f'image id {iid}: {im["file_name"]!r} {why}', 'annotation without image')
+                report.problem(j, f'image id {iid}: {im["file_name"]!r} {why}', 'annotation without image',
+                               unit=(j, iid))
                 continue
             try:
                 size = (float(im['width']), float(im['height']))
                 size = size if min(size) > 0 else None
             except (KeyError, TypeError, ValueError):
                 size = None
-            samples.append(Sample(path, j, boxes.get(iid, []), split=splits[j], size=size))
+            samples.append(Sample(path, j, boxes.get(iid, []), split=splits[j], size=size, where=f'image id {iid}'))
     if crowd:
         report.warn('annotations', f'{crowd} crowd annotations (iscrowd: 1) skipped', 'crowd annotation', count=crowd)
     names = []  # by category id; two ids of one name are one class

@@ -59,6 +59,8 @@ def _alive(pid: int) -> bool:
 
 
 def _link_or_copy(src: Path, dst: Path) -> bool:
+    if dst.exists():  # the checks make output names unique; never overwrite (e.g. a case-insensitive disk)
+        raise OutputError(f'{dst} would be written twice (from {src}); nothing written')
     try:
         os.link(src, dst)  # no extra disk when on the same filesystem
         return True
@@ -125,7 +127,7 @@ def yaml_text(*, name: str, path_value: str, names: list[str], header: list[str]
               class_boxes: Counter) -> str:
     """The data YAML: a comment header (how it was made), path, train/val[/test] and names (id -> name).
     counts: split -> (images, boxes, background images)."""
-    lines = [f'# {line}' if line else '#' for line in header]
+    lines = [f'# {line}'.encode('utf-8', 'backslashreplace').decode() for line in header]  # a non-UTF-8 path
     lines.append(f'path: {_scalar(path_value)}')
     for split in SPLITS:
         images, boxes, background = counts.get(split, (0, 0, 0))

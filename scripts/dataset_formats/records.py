@@ -53,6 +53,7 @@ class Sample:
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     lines: list[str] = field(default_factory=list)  # the YOLO label lines to write
     bad: bool = False  # a problem drops the whole sample
+    where: str = ''  # its place in a file holding many (COCO: 'image id 7'), for messages
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Problem:
     message: str
     reason: str  # short key, counted under --skip-bad: 'unknown class', 'malformed XML', ...
     drops: str  # 'file' or 'box': what --skip-bad leaves out
+    unit: object = None  # what it is about: a sample, an image entry, a file (to count what --skip-bad leaves out)
 
     def __str__(self):
         return f'{self.file}: {self.message}'
@@ -83,6 +85,7 @@ class Report:
         self.root = Path(root)
         self.prog = prog
         self.problems: list[Problem] = []
+        self._seen = set()  # (file, message) of the problems: each is recorded once
         self.warnings: list[str] = []
         self.skipped = Counter()  # boxes (or crowd annotations) left out with a warning, by reason
         self.clipped = 0  # boxes clipped to the image
@@ -92,11 +95,14 @@ class Report:
         return show(path, self.root)
 
     def problem(self, path, message: str, reason: str, *, sample: Sample | None = None, box: Box | None = None,
-                drops: str | None = None):
-        """Bad input. With a box (or drops='box'), --skip-bad leaves out that box; else the file or sample."""
+                drops: str | None = None, unit=None):
+        """Bad input. With a box (or drops='box'), --skip-bad leaves out that box; else the sample, or what `unit`
+        names (default: the file)."""
         file = self.name(path) if isinstance(path, Path) else str(path)
-        p = Problem(file, message, reason, drops or ('box' if box is not None else 'file'))
-        if not any(q.file == p.file and q.message == p.message for q in self.problems):
+        unit = sample if sample is not None else unit if unit is not None else file
+        p = Problem(file, message, reason, drops or ('box' if box is not None else 'file'), unit)
+        if (file, message) not in self._seen:
+            self._seen.add((file, message))
             self.problems.append(p)
         if sample is not None and box is not None:
             sample.boxes = [b for b in sample.boxes if b is not box]
@@ -117,7 +123,8 @@ class Report:
         self._printed = len(self.warnings)
 
     def dropped(self) -> tuple[int, int]:
-        """What --skip-bad leaves out: (files, boxes); a box of a file left out counts as the file only."""
-        files = {p.file for p in self.problems if p.drops == 'file'}
-        boxes = sum(p.drops == 'box' and p.file not in files for p in self.problems)
-        return len(files), boxes
+        """What --skip-bad leaves out: (files or images, boxes); a box of an image left out counts as the image."""
+        units = {id(p.unit) if isinstance(p.unit, Sample) else p.unit for p in self.problems if p.drops == 'file'}
+        boxes = sum(p.drops == 'box' and (id(p.unit) if isinstance(p.unit, Sample) else p.unit) not in units
+                    for p in self.problems)
+        return len(units), boxes
