@@ -95,3 +95,21 @@ def test_without_imagesets_the_split_is_seeded_and_deterministic(tmp_path, capsy
 def test_user_path_without_annotations_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match='no Pascal VOC annotations'):
         voc2yolo.find_source(str(tmp_path))
+
+
+def test_cli_takes_any_voc_layout_and_keeps_the_data_yaml(tmp_path, capsys):
+    """Issue 11: annotations/ + images/ (no Annotations/, no ImageSets) was refused."""
+    from PIL import Image
+    src = tmp_path / 'voc'
+    (src / 'annotations').mkdir(parents=True)
+    (src / 'images').mkdir()
+    for i in range(5):
+        Image.new('RGB', (100, 50)).save(src / 'images' / f'{i}.jpg')
+        (src / 'annotations' / f'{i}.xml').write_text(
+            f'<annotation><filename>{i}.jpg</filename><object><name>cat</name><bndbox><xmin>0</xmin><ymin>0</ymin>'
+            '<xmax>10</xmax><ymax>10</ymax></bndbox></object></annotation>')
+    data = tmp_path / 'my.yaml'
+    data.write_text('names: [cat]\n')
+    assert voc2yolo.main(['--src', str(src), '--data', str(data), '--dest', str(tmp_path / 'out')]) == 0
+    assert data.read_text() == 'names: [cat]\n' and 'seed 0' in capsys.readouterr().out
+    assert len(read_labels(tmp_path / 'out' / 'labels' / 'train')) == 4  # round(5 * 0.7) = 4 (and one in val)
