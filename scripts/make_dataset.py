@@ -115,7 +115,10 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     Raises ConversionError, having written nothing, on bad input (unless skip_bad) or bad arguments."""
     src, dest = Path(src), Path(dest)
     yaml_path = Path(yaml_path) if yaml_path else None
-    log = lambda msg: print(f'{prog}: {msg}')  # noqa: E731
+
+    def log(message):
+        print(f'{prog}: {message}')
+
     if not src.exists():
         raise ConversionError(f'{src}: no such file or folder')
     root = source_root(src)
@@ -171,7 +174,7 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     text = None
     if yaml_path and not keep_yaml:
         text = output.yaml_text(name=dest.name, path_value=yaml_path_value(dest), names=names,
-                                header=_header(dest.name, src, found.what, fmt, names_from, result, command),
+                                header=_header(dest, src, found.what, names_from, result, command),
                                 counts={sp: (result.images[sp], sum(result.boxes[sp].values()), result.background[sp])
                                         for sp in SPLITS},
                                 class_boxes=Counter(b.cls_id for s in samples for b in s.boxes))
@@ -179,7 +182,7 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     return result
 
 
-def _header(name, src, what, fmt, names_from, r: Result, command) -> list[str]:
+def _header(dest: Path, src, what: str, names_from: str, r: Result, command) -> list[str]:
     total = sum(r.images.values())
     boxes = sum(sum(c.values()) for c in r.boxes.values())
     notes = [f'{total} images ({sum(r.background.values())} background), {boxes} boxes']
@@ -189,12 +192,14 @@ def _header(name, src, what, fmt, names_from, r: Result, command) -> list[str]:
         notes.append(f'clipped to the image: {r.clipped}')
     if any(r.dropped):
         notes.append(f'--skip-bad left out {r.dropped[0]} files and {r.dropped[1]} boxes')
-    return [f'{name}: made by `{command or "make_dataset.convert()"}`',
+    where = ('`path` is relative to the yolov5/ tree, as YOLOv5 resolves it.' if PROJECT in dest.absolute().parents
+             else '`path` is absolute: the dataset is outside the project.')
+    return [f'{dest.name}: made by `{command or "make_dataset.convert()"}`',
             f'from {show(Path(src).absolute())} ({what})',
             f'classes: from {names_from}',
             f'splits: {r.split_how}',
             '; '.join(notes),
-            '`path` is relative to the yolov5/ tree, as YOLOv5 resolves it.']
+            where]
 
 
 def summary(r: Result) -> str:

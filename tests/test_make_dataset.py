@@ -277,6 +277,17 @@ def test_yolo_same_name_in_two_splits_clashes_only_when_resplit(tmp_path, capsys
     assert 'images/train/y0.jpg: the same output name (y0) as images/val/y0.jpg' in capsys.readouterr().err
 
 
+def test_yolo_train_folder_only_gets_a_val_split_cut_out_of_it(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(10):
+        image(src / 'train' / 'images' / f't{i}.jpg', i=i)  # Roboflow's layout
+        (src / 'train' / 'labels').mkdir(parents=True, exist_ok=True)
+        (src / 'train' / 'labels' / f't{i}.txt').write_text(f'0 {LINE}\n')
+    rc, dest, _ = run(src, tmp_path / 'out', '--names', 'thing')
+    assert rc == 0 and split_counts(dest) == {'train': 8, 'val': 2}
+    assert 'split folders; no val split: train cut into train/val 0.78/0.22 (seed 0)' in capsys.readouterr().out
+
+
 def test_yolo_flat_with_classes_txt_and_polygons(tmp_path):
     src = yolo_dataset(tmp_path / 'src', split_folders=False, n=5)
     (src / 'labels' / 'classes.txt').write_text('cat\ndog\n')

@@ -1,6 +1,7 @@
 """Which split each sample goes to: the source's own (ImageSets, JSON file names, split folders) or a seeded one."""
 from __future__ import annotations
 
+import math
 import random
 import re
 
@@ -25,7 +26,7 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
         parts = [float(x) for x in text.split(',')]
     except ValueError:
         parts = []
-    if len(parts) not in (2, 3) or any(p < 0 for p in parts) or sum(parts) <= 0 or parts[0] <= 0:
+    if len(parts) not in (2, 3) or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] <= 0:
         raise ValueError(f'--split {text!r}: expected train,val[,test] fractions such as 0.7,0.2,0.1')
     parts += [0.0] * (3 - len(parts))
     return tuple(p / sum(parts) for p in parts)
@@ -55,13 +56,18 @@ def assign(samples: list[Sample], source_how: str | None, fractions, seed: int, 
             return f"{seeded_how} (--split given: the source's own splits ignored)"
         return seeded_how + ('' if forced else ' (the source has no splits)')
     how = source_how or 'the source'
+    pooled_name = 'trainval'
+    if not any(s.split in ('val', 'trainval') for s in samples):  # train (and test) only: val is cut out of train
+        pooled_name = 'no val split: train'
+        for s in samples:
+            s.split = 'trainval' if s.split == 'train' else s.split
     pooled = [s for s in samples if s.split == 'trainval']
     if pooled:  # VOC trainval.txt, COCO instances_trainval*.json: carve val out of it
         ft, fv = fractions[0], fractions[1] or DEFAULT_FRACTIONS[1]
         for split, part in seeded(pooled, (ft / (ft + fv), fv / (ft + fv), 0), seed).items():
             for s in part:
                 s.split = split
-        how += f'; trainval cut into train/val {ft / (ft + fv):.2f}/{fv / (ft + fv):.2f} (seed {seed})'
+        how += f'; {pooled_name} cut into train/val {ft / (ft + fv):.2f}/{fv / (ft + fv):.2f} (seed {seed})'
     loose = [s for s in samples if s.split is None]
     if loose:  # some samples have a split, some not: the latter get a seeded one
         for split, part in seeded(loose, fractions, seed).items():

@@ -85,8 +85,8 @@ def _image_sets(files: list[Path], xml_stems: set, report: Report) -> tuple[dict
         plan = {'train': 'train', 'val': 'val', 'test': 'test'}
     elif 'trainval' in lists:
         plan = {'trainval': 'trainval', 'test': 'test'}
-    elif 'train' in lists:  # train (+ test) only: val is cut out of train
-        plan = {'train': 'trainval', 'test': 'test'}
+    elif 'train' in lists:  # train (+ test) only: val is cut out of train (splits.assign)
+        plan = {'train': 'train', 'test': 'test'}
     else:
         if lists:
             report.warn('ImageSets/Main', f'only {", ".join(f"{k}.txt" for k in lists)}: not used')
