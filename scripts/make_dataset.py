@@ -138,7 +138,7 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     check_file_names(samples, report)
     decode_images(samples, report)
     names, names_from = resolve_classes(samples, names, names_from, found.names, found.names_from, report)
-    log(f'classes from {names_from}: {", ".join(names)}')
+    log(f'classes from {names_from}: {", ".join(names) or "none"}')
     check_boxes(samples, report)
     report.flush()
     forced = fractions is not None
@@ -160,6 +160,8 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
         log(f'--skip-bad: left out {result.dropped[0]} files and {result.dropped[1]} boxes with problems')
     if not samples:
         raise ConversionError(f'{show(src)}: no images to convert')
+    if not names:
+        raise ConversionError(f'{show(src)}: no classes: no object in any annotation; pass --names')
     report_class_spread(samples, names, report)
     for s in samples:
         result.images[s.split] += 1
@@ -262,6 +264,9 @@ def main(argv=None) -> int:
     except ValueError as e:  # --split
         print(f'{prog}: error: {e}', file=sys.stderr)
         return BAD_INPUT
+    except (OSError, output.OutputError) as e:  # writing failed: what was built is removed, the old dataset kept
+        print(f'{prog}: error: {e}; nothing written', file=sys.stderr)
+        return 1
     except ConversionError as e:
         for problem in e.problems:
             print(f'{prog}: error: {problem}', file=sys.stderr)

@@ -466,6 +466,13 @@ def test_format_detection_and_forcing(tmp_path, capsys):
     assert run(src, tmp_path / 'b')[0] == 2
     assert 'looks like Pascal VOC and YOLO: pass --format voc|coco|yolo' in capsys.readouterr().err
     assert run(src, tmp_path / 'c', '--format', 'voc')[0] == 0
+    assert run(coco_source(tmp_path / 'coco'), tmp_path / 'e', '--format', 'yolo')[0] == 2
+    assert 'nothing to convert as YOLO' in capsys.readouterr().err
+    voc_xml(src / 'img0.xml', 'img0.jpg', [])
+    for i in range(1, 6):
+        (src / f'img{i}.xml').unlink()
+    assert run(src, tmp_path / 'f', '--format', 'voc')[0] == 2  # one background image, no class anywhere
+    assert 'no classes: no object in any annotation; pass --names' in capsys.readouterr().err
     assert run(tmp_path / 'missing', tmp_path / 'd')[0] == 2
     assert 'missing: no such file or folder' in capsys.readouterr().err
     (tmp_path / 'empty').mkdir()
@@ -504,8 +511,8 @@ def test_replace_is_atomic(tmp_path, monkeypatch, capsys):
             raise OSError('disk full')
         return os.link(a, b) or True
     monkeypatch.setattr(output, '_link_or_copy', fail_on_third)
-    with pytest.raises(OSError, match='disk full'):
-        run(src, tmp_path / 'out')
+    assert run(src, tmp_path / 'out')[0] == 1
+    assert 'make_dataset: error: disk full; nothing written' in capsys.readouterr().err
     assert labels(dest) == before and data.read_text() == yaml_before and (dest / '.converted').exists()
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['datasets', 'mine.yaml']  # no temporaries
     assert os.listdir(tmp_path / 'out' / 'datasets') == ['mine']
@@ -567,3 +574,14 @@ def test_converted_dataset_loads_in_yolov5(tmp_path, yolo):
         ours = {k: t for k, t in labels(dest).items() if k.startswith(f'{split}/')}
         assert (total, corrupt, missing) == (n, 0, 0) and empty == sum(t == '' for t in ours.values())
         assert sum(len(lb) for lb in ds.labels) == sum(t.count('\n') for t in ours.values())
+
+
+def test_ctrl_c_during_a_first_conversion_leaves_nothing(tmp_path, monkeypatch):
+    src = voc_dataset(tmp_path / 'src', 'flat')
+
+    def interrupted(a, b):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(output, '_link_or_copy', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(src, tmp_path / 'out')
+    assert os.listdir(tmp_path / 'out' / 'datasets') == [] and os.listdir(tmp_path / 'out') == ['datasets']

@@ -46,6 +46,10 @@ def search_root(json_file: Path) -> Path:
     return parent.parent if parent.name.lower() in ('annotations', 'annotation', 'labels') else parent
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _load(path: Path, report: Report) -> dict | None:
     try:
         data = json.loads(path.read_bytes())
@@ -85,7 +89,7 @@ def _categories(loaded: dict[Path, dict], report: Report) -> dict[int, str]:
     cats = {}
     for j, data in loaded.items():
         for c in data['categories']:
-            if not isinstance(c, dict) or 'id' not in c or not str(c.get('name', '')).strip():
+            if not isinstance(c, dict) or not _is_id(c.get('id')) or not str(c.get('name', '')).strip():
                 report.problem(j, f'category {c!r} has no id or no name', 'malformed JSON')
                 continue
             cid, name = c['id'], str(c['name']).strip()
@@ -125,7 +129,7 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
             continue
         images = {}
         for im in data['images']:
-            if not isinstance(im, dict) or 'id' not in im or not isinstance(im.get('file_name'), str):
+            if not isinstance(im, dict) or not _is_id(im.get('id')) or not isinstance(im.get('file_name'), str):
                 report.problem(j, f'image entry {str(im)[:80]} has no id or file_name', 'malformed JSON')
             elif im['id'] in images:
                 report.problem(j, f'image id {im["id"]} appears twice in "images"', 'malformed JSON')
@@ -139,10 +143,10 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
                 report.problem(j, f'annotation {str(ann)[:80]} is not an object', 'malformed JSON', drops='box')
             elif ann.get('iscrowd'):
                 crowd += 1
-            elif ann.get('image_id') not in images:
+            elif not _is_id(ann.get('image_id')) or ann['image_id'] not in images:
                 report.problem(j, f'{where}: its image_id {ann.get("image_id")!r} is not in "images"',
                                'annotation without image', drops='box')
-            elif ann.get('category_id') not in cats:
+            elif not _is_id(ann.get('category_id')) or ann['category_id'] not in cats:
                 report.problem(j, f'{where}: its category_id {ann.get("category_id")!r} is not in "categories"',
                                'unknown class', drops='box')
             else:

@@ -137,6 +137,8 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
     src = src.parent if src.is_file() else src
     images = [p for p in files if is_image(p)]
     labels = _label_files(src, files)
+    if not labels:  # all background: not a YOLO dataset (--format yolo on something else)
+        return Found([], what=f'{TITLE}: {len(images)} images, no label files')
     label_set = set(labels)
     samples, used = [], set()
     for image in images:
