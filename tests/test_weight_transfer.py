@@ -3,6 +3,8 @@ every unchanged layer gets its own weights, nothing crosses to another layer, ne
 import re
 import subprocess
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -26,10 +28,7 @@ def build(cfg, seed, nc=3):
     from models.yolo import Model
     torch.manual_seed(seed)
     cfg = dict(cfg) if isinstance(cfg, dict) else str(cfg)
-    try:
-        return Model(cfg, ch=3, nc=nc)
-    except NameError as e:  # a module name this project does not know yet (see the fixtures' README)
-        pytest.skip(f'does not build here: {e}')
+    return Model(cfg, ch=3, nc=nc)
 
 
 def randomised(model):
@@ -135,16 +134,19 @@ def test_transfer_into_every_model_yaml(yolo, source, cfg):
     dst = build(cfg, seed=2)
     init = {k: v.clone() for k, v in dst.state_dict().items()}
     expected = check_transfer(source, dst, init)
-    head = [r for r in layer_table(dst) if not r['backbone']]
-    assert expected, 'nothing transferred'
-    assert head[-1]['i'] in expected, 'the Detect head did not get its weights'
+    if not (isinstance(cfg, Path) and cfg.parent == POSTS[0].parent and 'obile' in cfg.name):
+        # the posts' MobileNetV3 YAMLs share no layer with yolov5s (new backbone, other head widths or inputs)
+        assert expected, 'nothing transferred'
+        assert layer_table(dst)[-1]['i'] in expected, 'the Detect head did not get its weights'
     # and the model trains: one step of the stock loss, finite and with gradients everywhere
     dst.train()
     dst.hyp = yaml.safe_load((yolo / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text())
     loss, _ = ComputeLoss(dst)(dst(torch.rand(2, 3, 64, 64)), torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4]]))
     loss.backward()
     assert torch.isfinite(loss).all()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in dst.parameters())
+    unused = {id(getattr(m, 'w2' if len(m.f) == 2 else 'w1')) for m in dst.model  # yoloair's Concat_bifpn holds
+              if type(m).__name__ == 'BiFPNAddConv'}  # weights for 2 and for 3 inputs, and uses one set
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in dst.parameters() if id(p) not in unused)
     dst.eval()  # and predicts, as val.py and detect.py run it
     with torch.no_grad():
         assert dst(torch.rand(1, 3, 64, 64))[0].shape == (1, 3 * (8 * 8 + 4 * 4 + 2 * 2), 5 + 3)

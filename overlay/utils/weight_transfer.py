@@ -165,7 +165,21 @@ class Aligner:
             else:
                 self.skipped_src.add(s)
                 stack.append((d, self.src[s].inputs[0]))
-        self.corr = {d: s.pop() for d, s in found.items() if len(s) == 1}
+        self.corr = {}
+        for d, candidates in found.items():
+            if len(candidates) > 1:  # reached by differently shifted alignments: the same layer (type, tensors) wins
+                points = {s: self.pair_points(d, s) for s in candidates}
+                best = max(points.values())
+                candidates = {s for s in candidates if points[s] == best} if best else candidates
+            if len(candidates) == 1:
+                self.corr[d] = next(iter(candidates))
+        claimed = defaultdict(list)
+        for d, s in self.corr.items():
+            claimed[s].append(d)
+        for s, ds in claimed.items():  # one checkpoint layer feeds one new layer, or none
+            if len(ds) > 1:
+                for d in ds:
+                    del self.corr[d]
         return self.corr
 
     def _through_skipped(self, i, layers, skipped, paired):
