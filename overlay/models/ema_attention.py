@@ -2,17 +2,28 @@
 import torch
 import torch.nn as nn
 
-from models.common import C3
+from models.c3_attention import C3WithAttention
 from models.ema_autograd import EMAFunction, ema_forward
+from models.yaml_rules import attention
+
+
+def check_groups(channels, factor=8):
+    if factor < 1 or channels % factor:
+        divisors = [d for d in range(1, min(channels, 64) + 1) if channels % d == 0]
+        raise ValueError(f'EMA needs its {channels} input channels divisible by factor {factor}; '
+                         f'valid factors for {channels} channels: {divisors}')
 
 
 class EMA(nn.Module):
     # Efficient Multi-Scale Attention: channels split into `factor` groups, 1x1 (directional pooling) and
     # 3x3 branches, each branch's global context re-weighting the other's pixels (cross-spatial learning)
+    yaml_names = ('EMA',)
+    yaml_rule = attention  # YAML [channels, factor=8]
+    check_args = staticmethod(check_groups)
+
     def __init__(self, channels, factor=8):
         super().__init__()
-        if factor < 1 or channels % factor:
-            raise ValueError(f'EMA: {channels} channels are not divisible by factor {factor}')
+        check_groups(channels, factor)
         self.groups = factor
         cg = channels // factor
         self.gn = nn.GroupNorm(cg, cg)  # one group per channel: per-channel normalisation over (h, w)
@@ -34,38 +45,25 @@ class EMA(nn.Module):
                 (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 
 
-class C3WithEMA(C3):
-    # C3 holding one EMA module; subclasses say where it sits (attention_channels, forward)
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, factor=8):
-        super().__init__(c1, c2, n, shortcut, g, e)
-        self.ema = EMA(self.attention_channels(c1, c2, e), factor)
+class C3WithEMA(C3WithAttention):
+    # C3 holding one EMA module, kept as `ema`; subclasses say where it sits (seed 004's three placements)
+    attention_class = EMA
+    attention_attr = 'ema'
 
 
 class C3_EMA1(C3WithEMA):
     # C3 with EMA on the bottleneck branch, after cv1 (seed 004, placement 1)
-    @staticmethod
-    def attention_channels(c1, c2, e=0.5):
-        return int(c2 * e)
-
-    def forward(self, x):
-        return self.cv3(torch.cat((self.m(self.ema(self.cv1(x))), self.cv2(x)), 1))
+    yaml_names = ('C3_EMA1',)
+    placement = 1
 
 
 class C3_EMA2(C3WithEMA):
     # C3 with EMA on the input of the cv2 (shortcut) branch (seed 004, placement 2)
-    @staticmethod
-    def attention_channels(c1, c2, e=0.5):
-        return c1
-
-    def forward(self, x):
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(self.ema(x))), 1))
+    yaml_names = ('C3_EMA2',)
+    placement = 2
 
 
 class C3_EMA3(C3WithEMA):
     # C3 with EMA on the concatenation, before cv3 (seed 004, placement 3)
-    @staticmethod
-    def attention_channels(c1, c2, e=0.5):
-        return 2 * int(c2 * e)
-
-    def forward(self, x):
-        return self.cv3(self.ema(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1)))
+    yaml_names = ('C3_EMA3',)
+    placement = 3

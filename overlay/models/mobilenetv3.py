@@ -1,19 +1,19 @@
-# MobileNetV3 building blocks (Howard et al., "Searching for MobileNetV3", ICCV 2019), for YOLOv5 backbones
+# MobileNetV3 building blocks (Howard et al., "Searching for MobileNetV3", ICCV 2019), for YOLOv5 backbones. Built
+# from upstream's Conv (conv + BN + activation) so that Model.fuse() folds their BatchNorms as it does YOLOv5's own
 import torch.nn as nn
 
+from models.common import Conv
+from models.yaml_rules import fixed_channels
 from utils.general import make_divisible
 
 
-class Conv_BN_HSwish(nn.Module):
-    # MobileNetV3 stem: 3x3 convolution, BatchNorm, hard-swish
-    def __init__(self, c1, c2, s=2):
-        super().__init__()
-        self.conv = nn.Conv2d(c1, c2, 3, s, 1, bias=False)
-        self.bn = nn.BatchNorm2d(c2)
-        self.act = nn.Hardswish()
+class Conv_BN_HSwish(Conv):
+    # MobileNetV3 stem: 3x3 convolution, BatchNorm, hard-swish; YAML [out, stride], the paper's channels
+    yaml_names = ('Conv_BN_HSwish',)
+    yaml_rule = fixed_channels
 
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
+    def __init__(self, c1, c2, s=2):
+        super().__init__(c1, c2, 3, s, act=nn.Hardswish())
 
 
 class SqueezeExcite(nn.Module):
@@ -31,17 +31,19 @@ class SqueezeExcite(nn.Module):
 
 
 class MobileNetV3_Block(nn.Module):
-    # "bneck": 1x1 expansion, kxk depthwise (stride s), optional SE, 1x1 linear projection; residual if shape kept
+    # "bneck": 1x1 expansion, kxk depthwise (stride s), optional SE, 1x1 linear projection; residual if shape kept.
+    # YAML [out, expand, kernel, stride, SE, hard-swish] with the paper's channels (not width-scaled)
+    yaml_names = ('MobileNetV3_Block',)
+    yaml_rule = fixed_channels
+
     def __init__(self, c1, c2, expand, k=3, s=1, use_se=False, use_hs=False):
         super().__init__()
         act = nn.Hardswish if use_hs else nn.ReLU
-        layers = []
-        if expand != c1:
-            layers += [nn.Conv2d(c1, expand, 1, bias=False), nn.BatchNorm2d(expand), act()]
-        layers += [nn.Conv2d(expand, expand, k, s, k // 2, groups=expand, bias=False), nn.BatchNorm2d(expand), act()]
+        layers = [Conv(c1, expand, 1, act=act())] if expand != c1 else []
+        layers.append(Conv(expand, expand, k, s, g=expand, act=act()))  # depthwise
         if use_se:
             layers.append(SqueezeExcite(expand))
-        layers += [nn.Conv2d(expand, c2, 1, bias=False), nn.BatchNorm2d(c2)]
+        layers.append(Conv(expand, c2, 1, act=False))  # linear projection
         self.block = nn.Sequential(*layers)
         self.residual = s == 1 and c1 == c2
 

@@ -1,42 +1,83 @@
-# The overlay's model-YAML modules: their names, and how parse_model turns their YAML args into constructor args
-from models.bifpn import BiFPN_Concat, BiFPN_Concat2, BiFPN_Concat3
-from models.ema_attention import EMA, C3_EMA1, C3_EMA2, C3_EMA3
-from models.mobilenetv3 import Conv_BN_HSwish, MobileNetV3_Block
-from utils.general import make_divisible
+# The overlay's model-YAML modules, discovered: every file of models/ that upstream v7.0 does not have is imported,
+# and each class that declares `yaml_names` (and inherits or declares a `yaml_rule` from models/yaml_rules.py)
+# is registered under those names. A new module is one file here plus a YAML: nothing to edit in this file.
+import difflib
+import importlib
+from pathlib import Path
 
-OVERLAY_MODULES = {m.__name__: m for m in (EMA, C3_EMA1, C3_EMA2, C3_EMA3, BiFPN_Concat2, BiFPN_Concat3,
-                                            Conv_BN_HSwish, MobileNetV3_Block)}
-C3_EMA_BLOCKS = (C3_EMA1, C3_EMA2, C3_EMA3)
+import torch.nn as nn
+
+from models.yaml_rules import ModelYAMLError, Row
+
+UPSTREAM_FILES = {'__init__', 'common', 'experimental', 'tf', 'yolo'}  # models/*.py of v7.0 (tf.py needs TF)
+NOT_MODULE_FILES = {'registry', 'yaml_rules'}
 
 
-class ModelYAMLError(ValueError):
-    """A model YAML layer that cannot be built; the message names the layer."""
+def overlay_files():
+    return sorted(p.stem for p in Path(__file__).parent.glob('*.py') if p.stem not in UPSTREAM_FILES | NOT_MODULE_FILES)
 
 
-def _check_groups(i, name, channels, factor):
-    if factor < 1 or channels % factor:
-        divisors = [d for d in range(1, min(channels, 64) + 1) if channels % d == 0]
-        raise ModelYAMLError(f'layer {i} ({name}): EMA needs its {channels} input channels divisible by factor '
-                             f'{factor}; valid factors for {channels} channels: {divisors}')
+def discover():
+    """{YAML name: class} of every overlay module; two classes claiming one name is an error naming both."""
+    found = {}
+    for stem in overlay_files():
+        module = importlib.import_module(f'models.{stem}')
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and cls.__module__ == module.__name__ and 'yaml_names' in vars(cls)):
+                continue
+            if not callable(getattr(cls, 'yaml_rule', None)):
+                raise TypeError(f'{cls.__module__}.{cls.__qualname__} declares yaml_names but no yaml_rule')
+            for name in cls.yaml_names:
+                if name in found and found[name] is not cls:
+                    raise TypeError(f'YAML name {name!r} is claimed by both {found[name].__module__}.'
+                                    f'{found[name].__qualname__} and {cls.__module__}.{cls.__qualname__}')
+                found[name] = cls
+    return found
+
+
+OVERLAY_MODULES = discover()
+
+
+def is_overlay(m):
+    return m in OVERLAY_MODULES.values()
+
+
+def _known_names(namespace):
+    # what a model YAML may name: the overlay's names, upstream's module classes, torch.nn's layers as nn.X
+    upstream = {k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, nn.Module)}
+    torch_nn = {f'nn.{k}' for k, v in vars(nn).items() if isinstance(v, type) and issubclass(v, nn.Module)}
+    return sorted(set(OVERLAY_MODULES) | upstream | torch_nn)
+
+
+def closest_names(name, known, n=3):
+    # case-insensitive, since posts write conv_bn_hswish where a class is Conv_BN_HSwish (both are then named)
+    by_lower = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), []).append(k)
+    return [k for low in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.5) for k in by_lower[low]]
+
+
+def resolve_module(name, index, namespace):
+    """The class a model YAML row names: an overlay name, else what upstream's eval finds in models/yolo.py."""
+    if name in OVERLAY_MODULES:
+        return OVERLAY_MODULES[name]
+    try:
+        return eval(name, namespace)  # upstream's rule: common.py's classes, nn.X, ...
+    except (NameError, AttributeError, SyntaxError):
+        close = closest_names(name, _known_names(namespace))
+        hint = f'closest known: {", ".join(close)}' if close else 'no known module is close'
+        raise ModelYAMLError(f'layer {index}: unknown module {name!r} ({hint}); the YAML names of the overlay '
+                             f'modules are listed in the README (models/registry.py discovers them)') from None
 
 
 def overlay_args(m, args, ch, f, n, gw, i):
     """(constructor args, output channels, repeats) for overlay module m at layer i of a model YAML."""
-    name = m.__name__
-    if m is EMA:  # YAML [channels, factor]: the channels written are ignored, the real input count is used
-        c1, factor = ch[f], (args[1] if len(args) > 1 else 8)
-        _check_groups(i, name, c1, factor)
-        return [c1, factor], c1, n
-    if m in C3_EMA_BLOCKS:  # YAML [c2, shortcut, ...] as C3; width-scaled, depth repeats folded in
-        c1, c2 = ch[f], make_divisible(args[0] * gw, 8)
-        args = [c1, c2, n, *args[1:]]
-        factor = args[6] if len(args) > 6 else 8
-        _check_groups(i, name, m.attention_channels(c1, c2, args[5] if len(args) > 5 else 0.5), factor)
-        return args, c2, 1
-    if issubclass(m, BiFPN_Concat):  # YAML [dimension], `from` lists the inputs
-        if not isinstance(f, list) or len(f) != m.n_inputs:
-            raise ModelYAMLError(f'layer {i} ({name}): needs {m.n_inputs} inputs in `from`, got {f}')
-        return args, sum(ch[x] for x in f), n
-    if m in (Conv_BN_HSwish, MobileNetV3_Block):  # YAML [c2, ...]: the paper's channels, not width-scaled
-        return [ch[f], *args], args[0], n
-    raise ModelYAMLError(f'layer {i}: {name} is not an overlay module')
+    row = Row(index=i, name=m.yaml_names[0], source=f, repeats=n, args=list(args), channels=ch, width=gw)
+    args, c2, n = m.yaml_rule(m, row)
+    check = getattr(m, 'check_args', None)
+    if check is not None:
+        try:
+            check(*args)
+        except ValueError as e:
+            raise row.error(str(e)) from None
+    return args, c2, n
