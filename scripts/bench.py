@@ -14,6 +14,7 @@ machine single training steps of the same model varied by +-15%, and that noise 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 import time
@@ -86,15 +87,16 @@ def model_table(opt, tree: Path, device):
     names = opt.models or ['yolov5s'] + sorted(p.stem for p in MODELS.glob('*.yaml'))
     if 'yolov5s' not in names:
         names = ['yolov5s'] + names
-    models = {}
+    models, fused = {}, {}
     for name in names:
         torch.manual_seed(0)
         m = Model(str(resolve_cfg(name, tree)), nc=80).to(device)
         models[name] = m
+        fused[name] = copy.deepcopy(m).eval().fuse()  # as val.py, detect.py and export.py run it
     rows = []
     for img in opt.img:
         x = torch.rand(opt.batch, 3, img, img, device=device)
-        step, infer = {n: [] for n in names}, {n: [] for n in names}
+        step, infer, infer_fused = {n: [] for n in names}, {n: [] for n in names}, {n: [] for n in names}
         for _ in range(opt.rounds):  # interleave models round by round
             for name, m in models.items():
                 def train_step():
@@ -106,26 +108,33 @@ def model_table(opt, tree: Path, device):
                     m.zero_grad(set_to_none=True)
 
                 @torch.no_grad()
-                def infer_step():
-                    m.eval()
+                def infer_step(model):
+                    model.eval()
                     with torch.autocast(device.type, enabled=opt.amp and device.type == 'cuda'):
-                        m(x)
+                        model(x)
 
                 step[name].append(time_call(train_step, device, opt.repeats))
-                infer[name].append(time_call(infer_step, device, opt.repeats))
+                infer[name].append(time_call(lambda: infer_step(m), device, opt.repeats))
+                infer_fused[name].append(time_call(lambda: infer_step(fused[name]), device, opt.repeats))
         for name, m in models.items():
             rows.append(dict(model=name, img=img, layers=len(list(m.modules())),
                              params=sum(p.numel() for p in m.parameters()), gflops=gflops(m, device),
                              step_ms=1e3 * min(step[name]), infer_ms=1e3 * min(infer[name]) / opt.batch,
                              step_ratio=min(step[name]) / min(step['yolov5s']),
-                             infer_ratio=min(infer[name]) / min(infer['yolov5s'])))
+                             infer_ratio=min(infer[name]) / min(infer['yolov5s']),
+                             fused_ms=1e3 * min(infer_fused[name]) / opt.batch,
+                             fused_ratio=min(infer_fused[name]) / min(infer_fused['yolov5s']),
+                             bn=batchnorms(m), bn_fused=batchnorms(fused[name])))
     return rows
+
+
+def batchnorms(model):
+    import torch
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
 def gflops(model, device, img=640):
     # thop MACs x2 at 640 px, as YOLOv5's model_info reports
-    import copy
-
     import torch
     try:
         import thop
@@ -138,12 +147,15 @@ def gflops(model, device, img=640):
 
 def print_model_table(device, rows, opt):
     print(f'\nModels on {device_name(device)}, batch {opt.batch}, {precision(opt, device)}; '
-          'step = forward+backward, ratios against yolov5s\n')
-    print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          'step = forward+backward; fused = after Model.fuse() (BatchNorm folded), as val/detect/export run; '
+          'ratios against yolov5s\n')
+    print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s '
+          '| fused infer ms/img | fused x yolov5s | BatchNorms (fused) |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['model']} | {r['img']} | {r['layers']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.1f} | "
-              f"{r['step_ms']:.0f} | {r['step_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} |")
+              f"{r['step_ms']:.0f} | {r['step_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} | "
+              f"{r['fused_ms']:.1f} | {r['fused_ratio']:.2f} | {r['bn']} ({r['bn_fused']}) |")
 
 
 def main(argv=None) -> int:

@@ -20,14 +20,17 @@ def table(text, first_column):
 
 
 def test_model_table_has_every_requested_model_against_yolov5s(tree):
-    out = bench(tree, 'models', '--models', 'yolov5s_EMA', 'yolov5s_BiFPN', '--img', '64', '--batch', '1')
+    out = bench(tree, 'models', '--models', 'yolov5s_EMA', 'yolov5s_MobileNetV3-Small', '--img', '64', '--batch', '1')
     rows = {r['model']: r for r in table(out, 'model')}
-    assert list(rows) == ['yolov5s', 'yolov5s_EMA', 'yolov5s_BiFPN']
+    assert list(rows) == ['yolov5s', 'yolov5s_EMA', 'yolov5s_MobileNetV3-Small']
     assert rows['yolov5s']['x yolov5s'] == '1.00' and rows['yolov5s']['params'] == '7.24M'
+    assert rows['yolov5s']['fused x yolov5s'] == '1.00'
     assert rows['yolov5s_EMA']['params'] == '7.29M'
     assert float(rows['yolov5s_EMA']['GFLOPs@640']) > float(rows['yolov5s']['GFLOPs@640'])  # EMA's convs counted
+    assert rows['yolov5s']['BatchNorms (fused)'] == '57 (0)'
+    assert rows['yolov5s_MobileNetV3-Small']['BatchNorms (fused)'].endswith(' (0)')  # its blocks fuse too
     for r in rows.values():
-        assert float(r['train step ms']) > 0 and float(r['infer ms/img']) > 0
+        assert all(float(r[k]) > 0 for k in ('train step ms', 'infer ms/img', 'fused infer ms/img'))
 
 
 def test_loss_table_has_every_shipped_loss_variant_against_ciou(tree):
