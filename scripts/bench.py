@@ -158,6 +158,16 @@ def print_model_table(device, rows, opt):
               f"{r['fused_ms']:.1f} | {r['fused_ratio']:.2f} | {r['bn']} ({r['bn_fused']}) |")
 
 
+def print_provenance(opt, argv):
+    # what produced the tables, so that a pasted table says where it came from
+    from ablation_records import provenance
+    p = provenance(opt.tree.resolve(), opt.device)
+    args = ' '.join(sys.argv[1:] if argv is None else argv)
+    commit = p['commit'][:12] + ('-dirty' if p['commit'].endswith('-dirty') else '')
+    print(f"`python scripts/bench.py {args}`: commit {commit}, {p['date']}, {p['machine']}, {p['device']}, "
+          f"torch {p['torch']}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,6 +185,7 @@ def main(argv=None) -> int:
     opt = p.parse_args(argv)
     import_tree(opt.tree.resolve())
     device = select_device(opt.device)
+    print_provenance(opt, argv)
     if opt.what in ('all', 'models'):
         print_model_table(device, model_table(opt, opt.tree, device), opt)
     if opt.what in ('all', 'losses'):
