@@ -42,8 +42,8 @@ def ca_paper(m, x):
     # y_c(i, j) = x_c(i, j) * g^h_c(i) * g^w_c(j). BN here in inference form, with its running statistics
     b, c, h, w = x.shape
     z = torch.cat([x.sum(3) / w, x.sum(2) / h], 2)  # (b, c, h + w)
-    y = torch.einsum('mc,bcl->bml', m.conv1.weight[:, :, 0, 0], z) + m.conv1.bias[None, :, None]
-    bn = m.bn1
+    conv, bn = m.conv1.conv, m.conv1.bn
+    y = torch.einsum('mc,bcl->bml', conv.weight[:, :, 0, 0], z) + conv.bias[None, :, None]
     y = (y - bn.running_mean[None, :, None]) / torch.sqrt(bn.running_var[None, :, None] + bn.eps)
     f = hswish(y * bn.weight[None, :, None] + bn.bias[None, :, None])
     g_h = torch.sigmoid(torch.einsum('cm,bml->bcl', m.conv_h.weight[:, :, 0, 0], f[:, :, :h]) + m.conv_h.bias[None, :, None])
@@ -94,10 +94,20 @@ def build(name, channels, *options):
     ('ECA', 64, (), (9, 7)), ('ECA', 256, (None,), (5, 5)), ('ECA', 40, (5,), (3, 8)),
     ('SimAM', 64, (), (9, 7)), ('SimAM', 16, (1e-2,), (2, 3))])
 def test_attention_matches_its_paper_forward_and_backward(yolo, name, channels, options, size):
+    import copy
     m = build(name, channels, *options)
     x = torch.randn(2, channels, *size, dtype=torch.float64, requires_grad=True)
     out, ref = m(x), PAPER[name](m, x)
     torch.testing.assert_close(out, ref)
+    with torch.no_grad():  # and after Model.fuse() folds its BatchNorms (CA's), as val, detect and export run it
+        fused = copy.deepcopy(m)
+        for layer in fused.modules():
+            if hasattr(layer, 'bn') and hasattr(layer, 'forward_fuse'):
+                from utils.torch_utils import fuse_conv_and_bn
+                layer.conv = fuse_conv_and_bn(layer.conv, layer.bn).double()  # folded in float32
+                delattr(layer, 'bn')
+                layer.forward = layer.forward_fuse
+        torch.testing.assert_close(fused(x), ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
     params = [p for p in m.parameters()]
     grads = torch.autograd.grad(out, [x, *params], g)

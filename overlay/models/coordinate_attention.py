@@ -3,7 +3,15 @@ import torch
 import torch.nn as nn
 
 from models.c3_attention import c3_family
+from models.common import Conv
 from models.yaml_rules import attention
+
+
+class BiasedConv(Conv):
+    # upstream's Conv (conv, BN, activation) with the paper's biased 1x1 convolution, so that Model.fuse() folds BN
+    def __init__(self, c1, c2, act):
+        super().__init__(c1, c2, 1, act=act)
+        self.conv = nn.Conv2d(c1, c2, 1)
 
 
 class CoordAtt(nn.Module):
@@ -16,9 +24,7 @@ class CoordAtt(nn.Module):
         super().__init__()
         self.check_args(channels, reduction)
         mid = max(8, channels // reduction)
-        self.conv1 = nn.Conv2d(channels, mid, 1)
-        self.bn1 = nn.BatchNorm2d(mid)
-        self.act = nn.Hardswish()
+        self.conv1 = BiasedConv(channels, mid, act=nn.Hardswish())  # conv, BN, h-swish
         self.conv_h = nn.Conv2d(mid, channels, 1)
         self.conv_w = nn.Conv2d(mid, channels, 1)
 
@@ -30,7 +36,7 @@ class CoordAtt(nn.Module):
     def forward(self, x):
         h, w = x.shape[2:]
         pooled = torch.cat([x.mean(3, keepdim=True), x.mean(2, keepdim=True).transpose(2, 3)], 2)  # (b, c, h + w, 1)
-        y_h, y_w = self.act(self.bn1(self.conv1(pooled))).split([h, w], 2)
+        y_h, y_w = self.conv1(pooled).split([h, w], 2)
         return x * self.conv_h(y_h).sigmoid() * self.conv_w(y_w.transpose(2, 3)).sigmoid()
 
 
