@@ -176,3 +176,9 @@ def test_a_new_module_is_one_overlay_file_and_one_yaml(tree, tmp_path):
                        cwd=copy, env=SCRIPT_ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split() == ["['ChannelGate']", '128']  # the real input's channels (256 x width 0.5)
+
+
+def test_the_readme_lists_every_yaml_name():
+    # the unknown-module error sends users to the README's table of names
+    readme = (PROJECT / 'README.md').read_text()
+    assert [n for n in NAMES if f'`{n}`' not in readme] == []
