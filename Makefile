@@ -8,7 +8,7 @@ PY      := $(VENV)/bin/python
 TREE    ?= yolov5
 SOURCE  ?= auto# where v7.0 comes from: auto | git | pypi (scripts/apply.py --source)
 
-# train.py / val.py / detect.py options. CPU defaults: yolov5n at 320 px on BCCD (time: docs/results/make-train-default.md).
+# train.py / val.py / detect.py options. CPU defaults: yolov5n at 320 px on BCCD (~14 min on 2 cores: docs/results/make-train-default.md).
 CFG     ?= yolov5n.yaml
 HYP     ?= hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml# base files, layered: upstream's + lr0 0.02
 VARIANT ?=# hyp variant on HYP: a name in configs/hyps/ (eiou, varifocal, ema-off, ...) or a file
