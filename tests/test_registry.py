@@ -39,38 +39,17 @@ def test_every_declared_name_is_registered_and_none_shadows_upstream(yolo):
     assert not set(NAMES) & set(vars(models.yolo)), 'an overlay name would shadow an upstream one'
 
 
-def test_two_classes_claiming_one_name_is_an_error(yolo, tmp_path, monkeypatch):
-    import models.registry as registry
-    (tmp_path / 'models').mkdir()
-    for stem in registry.overlay_files():
-        shutil.copy(yolo / 'models' / f'{stem}.py', tmp_path / 'models')
-    (tmp_path / 'models' / 'zz_clash.py').write_text(textwrap.dedent('''
-        import torch.nn as nn
-        from models.yaml_rules import attention
-        class AnotherSE(nn.Identity):
-            yaml_names = ('SE',)
-            yaml_rule = attention
-        '''))
-    monkeypatch.setattr(registry, '__file__', str(tmp_path / 'models' / 'registry.py'))
-    monkeypatch.setattr(registry, 'importlib', _ImportFrom(tmp_path))
+def test_two_classes_claiming_one_name_is_an_error(yolo):
+    import types
+
+    import models.squeeze_excitation as se
+    from models.registry import register
+    from models.yaml_rules import attention
+    clash = types.ModuleType('models.zz_clash')  # a second file declaring SE
+    clash.AnotherSE = type('AnotherSE', (torch.nn.Identity,), {'__module__': clash.__name__, 'yaml_names': ('SE',),
+                                                              'yaml_rule': attention})
     with pytest.raises(TypeError, match=r"'SE' is claimed by both models.squeeze_excitation.SE and .*AnotherSE"):
-        registry.discover()
-
-
-class _ImportFrom:
-    # importlib stand-in: models.zz_clash from tmp_path, everything else as usual
-    def __init__(self, root):
-        self.root = root
-
-    def import_module(self, name):
-        import importlib.util
-        import sys
-        if name != 'models.zz_clash':
-            return sys.modules.get(name) or __import__(name, fromlist=['_'])
-        spec = importlib.util.spec_from_file_location(name, self.root / 'models' / 'zz_clash.py')
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        register([se, clash])
 
 
 def same_arguments(rule):

@@ -12,12 +12,15 @@ class FastNormalizedFusion(nn.Module):
     n_inputs = None  # fixed by the subclasses below, as the posts' YAML names say
     eps = 1e-4
 
-    def fusion_weights(self):
-        w = torch.relu(self.w)
+    def raw_weights(self, n_inputs):
+        return self.w
+
+    def fusion_weights(self, n_inputs=None):
+        w = torch.relu(self.raw_weights(n_inputs))
         return w / (w.sum() + self.eps)
 
     def weighted_sum(self, x):
-        w = self.fusion_weights()
+        w = self.fusion_weights(len(x))
         return sum(w[i] * xi for i, xi in enumerate(x))
 
 
@@ -89,10 +92,8 @@ class BiFPNAddConv(FastNormalizedFusion):
         self.act = nn.ReLU()
         self.conv = Conv(channels, channels, 1, 1, 0)
 
-    def fusion_weights(self, n=2):
-        w = torch.relu(self.w1 if n == 2 else self.w2)
-        return w / (w.sum() + self.eps)
+    def raw_weights(self, n_inputs):
+        return self.w1 if n_inputs == 2 else self.w2
 
     def forward(self, x):
-        w = self.fusion_weights(len(x))
-        return self.conv(self.act(sum(w[i] * xi for i, xi in enumerate(x))))
+        return self.conv(self.act(self.weighted_sum(x)))

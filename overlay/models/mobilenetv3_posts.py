@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from models.common import Conv
 from models.mobilenetv3 import Conv_BN_HSwish
+from models.squeeze_excitation import check_reduction
 from models.yaml_rules import attention, conv_like, parameter_free
 
 
@@ -28,8 +29,7 @@ class SELayer(nn.Module):
 
     @staticmethod
     def check_args(channels, reduction=4):
-        if reduction < 1 or channels // reduction < 1:
-            raise ValueError(f'SELayer reduction {reduction} leaves no hidden channels for {channels} channels')
+        check_reduction(channels, reduction, 'SELayer')
 
     def forward(self, x):
         return x * self.fc(x.mean((2, 3)))[..., None, None]

@@ -17,11 +17,11 @@ def overlay_files():
     return sorted(p.stem for p in Path(__file__).parent.glob('*.py') if p.stem not in UPSTREAM_FILES | NOT_MODULE_FILES)
 
 
-def discover():
-    """{YAML name: class} of every overlay module; two classes claiming one name is an error naming both."""
+def register(modules):
+    """{YAML name: class} of the classes the modules define that declare yaml_names; two classes claiming one
+    name is an error naming both."""
     found = {}
-    for stem in overlay_files():
-        module = importlib.import_module(f'models.{stem}')
+    for module in modules:
         for cls in vars(module).values():
             if not (isinstance(cls, type) and cls.__module__ == module.__name__ and 'yaml_names' in vars(cls)):
                 continue
@@ -33,6 +33,11 @@ def discover():
                                     f'{found[name].__qualname__} and {cls.__module__}.{cls.__qualname__}')
                 found[name] = cls
     return found
+
+
+def discover():
+    """{YAML name: class} of every overlay module file in models/."""
+    return register(importlib.import_module(f'models.{stem}') for stem in overlay_files())
 
 
 OVERLAY_MODULES = discover()
