@@ -34,7 +34,7 @@ from dataset_formats.checks import (check_boxes, check_file_names, check_unique_
 from dataset_formats.files import walk
 from dataset_formats.records import SPLITS, Problem, Report, show
 from dataset_formats.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, assign, parse_fractions
-from dataset_formats.yolo import names_list
+from dataset_formats import yolo
 
 PROJECT = Path(__file__).resolve().parents[1]
 TREE = PROJECT / 'yolov5'  # YOLOv5 resolves a data YAML's relative `path` against its own folder
@@ -82,13 +82,10 @@ def find_bccd() -> Path:
 
 def names_from_yaml(path: Path) -> list[str]:
     report = Report(path.parent)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConversionError(f'--data {path}: cannot be read ({e})')
-    names = names_list(data.get('names') if isinstance(data, dict) else None, path, report)
+    names = yolo.names_from_yaml(Path(path), report)
     if names is None:
-        raise ConversionError(f'--data {path}: {report.problems[0].message}')
+        reason = report.problems[0].message if report.problems else 'has no names'
+        raise ConversionError(f'--data {path}: {reason}')
     return names
 
 

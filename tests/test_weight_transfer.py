@@ -3,8 +3,6 @@ every unchanged layer gets its own weights, nothing crosses to another layer, ne
 import re
 import subprocess
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
@@ -134,7 +132,7 @@ def test_transfer_into_every_model_yaml(yolo, source, cfg):
     dst = build(cfg, seed=2)
     init = {k: v.clone() for k, v in dst.state_dict().items()}
     expected = check_transfer(source, dst, init)
-    if not (isinstance(cfg, Path) and cfg.parent == POSTS[0].parent and 'obile' in cfg.name):
+    if not (cfg in POSTS and 'obile' in cfg.name):
         # the posts' MobileNetV3 YAMLs share no layer with yolov5s (new backbone, other head widths or inputs)
         assert expected, 'nothing transferred'
         assert layer_table(dst)[-1]['i'] in expected, 'the Detect head did not get its weights'

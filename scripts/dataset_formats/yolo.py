@@ -48,7 +48,7 @@ def looks_like(src: Path, files: list[Path]) -> bool:
     return bool(_label_files(src, files)) or any(p.name in NAME_FILES for p in files)
 
 
-def _names_from_yaml(path: Path, report: Report) -> list[str] | None:
+def names_from_yaml(path: Path, report: Report) -> list[str] | None:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -75,7 +75,7 @@ def _names(src: Path, files: list[Path], data_yaml: Path | None, report: Report)
         yamls = [p for p in files if p.parent == src and p.suffix.lower() in ('.yaml', '.yml')]
     found = {}
     for p in yamls:
-        names = _names_from_yaml(p, report)
+        names = names_from_yaml(p, report)
         if names is not None:
             found[p] = names
     for name_file in NAME_FILES:
