@@ -6,9 +6,9 @@ The result is a git repository (default ``yolov5/``) whose history is
 ``git diff upstream`` inside it shows everything this project changed.
 
 Usage:
-    python scripts/apply.py                    # source auto: git, else the PyPI wheel
-    python scripts/apply.py --source pypi      # offline-friendly baseline from yolov5==7.0.0
-    python scripts/apply.py --repo /path/to/yolov5.git
+    python scripts/apply.py                    # the real v7.0 commit: ../shared bundle, else GitHub
+    python scripts/apply.py --repo /path/to/yolov5.git     # or a bundle / mirror (env YOLOV5_REPO)
+    python scripts/apply.py --source pypi      # the yolov5==7.0.0 wheel: NOT v7.0's code (see --help)
     python scripts/apply.py --check            # do all patches apply? changes nothing
 """
 from __future__ import annotations
@@ -27,8 +27,11 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 PINNED_COMMIT = '915bbf294bb74c859f0b41f1c23bc395014ea679'
+PINNED_TREE = 'c54a6d586927aea25e80574e1e54ea0534ef679d'  # the commit's tree: content, whatever the source
 PINNED_TAG = 'v7.0'
 GIT_URL = 'https://github.com/ultralytics/yolov5.git'
+# The pinned commit as a git bundle beside the project (../shared/upstream/SOURCE.md): offline builds use it.
+SHARED_BUNDLE = PROJECT.parent / 'shared' / 'upstream' / 'yolov5-v7.0.bundle'
 PYPI_REQUIREMENT = 'yolov5==7.0.0'
 BASELINE_TAG = 'upstream'
 KEY_TRAILER = 'Overlay-Build-Key'
@@ -38,6 +41,12 @@ COMMIT_DATE = '2022-11-22T00:00:00+00:00'  # v7.0 release day
 
 # Files of the PyPI distribution that exist only to make it a package (not in upstream's repo).
 PYPI_ONLY_FILES = ('__init__.py', 'cli.py', 'helpers.py')
+# What the wheel changes against commit 915bbf29, compared file by file (said whenever it is used).
+PYPI_DIFFERS = ('it is a third party\'s repackaging of YOLOv5, not commit 915bbf29: train.py (about 200 lines: S3 '
+                'upload, COCO conversion through sahi, logger arguments), val.py, detect.py, export.py, benchmarks.py '
+                '(val.run takes batch before imgsz: it validates at 640 whatever --img says), utils/dataloaders.py and '
+                'utils/metrics.py (bbox_iou clamps heights instead of adding eps: the CIoU loss differs) are not '
+                'v7.0\'s')
 # `from yolov5.models.x import y` -> `from models.x import y`; `import yolov5.val as v` -> `import val as v`;
 # `yolov5.export.run(...)` -> `export.run(...)`: upstream runs its scripts from the tree root.
 IMPORT_REWRITES = (
@@ -71,6 +80,9 @@ class Baseline:
 def baseline_from_git(repo_url: str, cache: Path, work: Path) -> Baseline:
     import git  # GitPython
 
+    local = Path(repo_url).expanduser()
+    if local.exists():  # a bundle or a clone on disk: one cache entry per file, wherever it is named from
+        repo_url = str(local.resolve())
     mirror = cache / 'git' / (hashlib.sha1(repo_url.encode()).hexdigest()[:12] + '.git')
     if mirror.exists():
         bare = git.Repo(mirror)
@@ -87,10 +99,11 @@ def baseline_from_git(repo_url: str, cache: Path, work: Path) -> Baseline:
         bare = git.Repo(mirror)
     if not _has_commit(bare, PINNED_COMMIT):
         raise ApplyError(f'{repo_url} does not contain the pinned commit {PINNED_COMMIT} (YOLOv5 {PINNED_TAG}); '
-                         'point --repo / YOLOV5_REPO at a clone of ultralytics/yolov5 that has it')
-    resolved = bare.commit(PINNED_COMMIT).hexsha
-    if resolved != PINNED_COMMIT:  # defensive: an abbreviated or replaced object must not slip through
-        raise ApplyError(f'{repo_url}: commit resolved to {resolved}, expected {PINNED_COMMIT}; refusing')
+                         'point --repo / YOLOV5_REPO at a clone or bundle of ultralytics/yolov5 that has it')
+    commit = bare.commit(PINNED_COMMIT)
+    if commit.hexsha != PINNED_COMMIT or commit.tree.hexsha != PINNED_TREE:  # a forged or replaced object
+        raise ApplyError(f'{repo_url}: commit {commit.hexsha} has tree {commit.tree.hexsha}, but YOLOv5 '
+                         f'{PINNED_TAG} is commit {PINNED_COMMIT} with tree {PINNED_TREE}; refusing it')
     files = work / 'baseline'
     files.mkdir(parents=True)
     archive = work / 'baseline.tar'
@@ -98,7 +111,10 @@ def baseline_from_git(repo_url: str, cache: Path, work: Path) -> Baseline:
         bare.archive(f, PINNED_COMMIT, format='tar')
     shutil.unpack_archive(str(archive), str(files), 'tar')
     archive.unlink()
-    return Baseline(files, 'git', f'Source: git {repo_url}\nCommit: {PINNED_COMMIT} (tag {PINNED_TAG})')
+    # where it came from does not change the tree, so local paths are named by their file only (same hashes)
+    origin = repo_url if not local.exists() else local.name
+    return Baseline(files, 'git', f'Source: git {origin}\nCommit: {PINNED_COMMIT} (tag {PINNED_TAG})\n'
+                    f'Tree: {PINNED_TREE}')
 
 
 def _has_commit(repo, sha: str) -> bool:
@@ -109,6 +125,8 @@ def _has_commit(repo, sha: str) -> bool:
 
 
 def baseline_from_pypi(cache: Path, work: Path) -> Baseline:
+    log(f'warning: the PyPI package {PYPI_REQUIREMENT} is not YOLOv5 {PINNED_TAG}: {PYPI_DIFFERS}. Build from git '
+        'for results that are v7.0\'s (the default)')
     wheel = _pypi_wheel(cache)
     files = work / 'baseline'
     with zipfile.ZipFile(wheel) as z:
@@ -129,7 +147,8 @@ def baseline_from_pypi(cache: Path, work: Path) -> Baseline:
     return Baseline(files, 'pypi', f'Source: PyPI {PYPI_REQUIREMENT} ({wheel.name}, sha256 {sha})\n'
                     f'The packaged YOLOv5 {PINNED_TAG}: package-only files {", ".join(PYPI_ONLY_FILES)} dropped,\n'
                     'imports of the form `yolov5.x` rewritten to upstream\'s top-level `x`,\n'
-                    f'packaging deviations from upstream undone: {", ".join(restored) or "none"}.')
+                    f'packaging deviations from upstream undone: {", ".join(restored) or "none"}.\n'
+                    f'Not v7.0: {PYPI_DIFFERS}.')
 
 
 def restore_upstream_text(files: Path) -> list[str]:
@@ -167,19 +186,31 @@ def _pypi_wheel(cache: Path) -> Path:
     return found[0]
 
 
-def get_baseline(source: str, repo_url: str, cache: Path, work: Path) -> Baseline:
-    if source == 'git':
-        return baseline_from_git(repo_url, cache, work)
+def git_sources(repo: str | None) -> list[str]:
+    """Where to look for the pinned commit, in order: --repo / YOLOV5_REPO, else the bundle beside the project,
+    then GitHub."""
+    if repo:
+        return [repo]
+    return [str(SHARED_BUNDLE), GIT_URL] if SHARED_BUNDLE.exists() else [GIT_URL]
+
+
+def get_baseline(source: str, repo: str | None, cache: Path, work: Path) -> Baseline:
     if source == 'pypi':
         return baseline_from_pypi(cache, work)
-    try:
-        baseline = baseline_from_git(repo_url, cache, work)
-    except Exception as e:  # no network, no git, bad mirror: fall back to the packaged release
-        shutil.rmtree(work / 'baseline', ignore_errors=True)
-        log(f'git source unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); trying pypi')
-        baseline = baseline_from_pypi(cache, work)
-    log(f'source auto: using {baseline.source}')
-    return baseline
+    failures = []
+    for url in git_sources(repo):  # 'git' and 'auto' alike: the PyPI wheel only when asked for by name
+        try:
+            return baseline_from_git(url, cache, work)
+        except Exception as e:  # no network, no git, bad mirror: the next source
+            shutil.rmtree(work / 'baseline', ignore_errors=True)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            failures.append(f'{url}: {reason}')
+            if isinstance(e, ApplyError) and 'refusing' in str(e):
+                raise  # a source claiming v7.0 with other content is an error, not a miss
+    raise ApplyError('the pinned commit could not be had from any git source:\n  ' + '\n  '.join(failures) +
+                     f'\nGive a clone or bundle of ultralytics/yolov5 (tag {PINNED_TAG}) with --repo or YOLOV5_REPO '
+                     f'(e.g. `git bundle create yolov5-v7.0.bundle --all` on a machine with it), or put it at '
+                     f'{SHARED_BUNDLE}; `--source pypi` builds from the PyPI package instead, which is not v7.0\'s code')
 
 
 # ------------------------------------------------------------------------------------------------- patches
@@ -325,9 +356,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument('--source', choices=('auto', 'git', 'pypi'), default=os.environ.get('YOLOV5_SOURCE', 'auto'),
-                   help='where the v7.0 baseline comes from (default: auto = git, then pypi)')
-    p.add_argument('--repo', default=os.environ.get('YOLOV5_REPO', GIT_URL),
-                   help='git URL or local path of ultralytics/yolov5 (env YOLOV5_REPO)')
+                   help=f'where the v7.0 baseline comes from: git (auto, the default: --repo, else {SHARED_BUNDLE} '
+                   f'when present, then {GIT_URL}) or pypi ({PYPI_REQUIREMENT}, which is not v7.0\'s code)')
+    p.add_argument('--repo', default=os.environ.get('YOLOV5_REPO') or None,
+                   help='git URL, local clone or bundle of ultralytics/yolov5 holding the pinned commit '
+                   '(env YOLOV5_REPO)')
     p.add_argument('--dest', type=Path, default=PROJECT / 'yolov5', help='tree to build (default: yolov5/)')
     p.add_argument('--cache', type=Path, default=Path(os.environ.get('YOLOV5_OVERLAY_CACHE') or default_cache()),
                    help='cache for the clone and the wheel (env YOLOV5_OVERLAY_CACHE)')

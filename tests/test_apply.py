@@ -1,11 +1,12 @@
 """scripts/apply.py: the tree it builds, idempotency, refusals, --check and patch-failure errors."""
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import git
 import pytest
-from conftest import PROJECT, run_apply
+from conftest import HAVE_V70, PROJECT, SOURCE, run_apply
 
 import apply
 
@@ -18,17 +19,35 @@ def test_tree_history_is_baseline_overlay_then_one_commit_per_patch(tree):
     repo = git.Repo(tree)
     log = [c.summary for c in repo.iter_commits('HEAD', reverse=True)]
     patches = series()
-    assert log[0] == 'YOLOv5 v7.0 baseline (pypi)'
+    assert log[0] == f'YOLOv5 v7.0 baseline ({SOURCE})'
     assert log[1].startswith('Add overlay files')
     assert log[2:] == [apply.patch_subject(PROJECT / 'patches' / p) for p in patches]
     assert repo.tags['upstream'].commit == next(repo.iter_commits('HEAD', reverse=True))
-    assert 'PyPI yolov5==7.0.0' in repo.tags['upstream'].commit.message  # provenance stated
+    if HAVE_V70:  # the real thing: v7.0's very tree, and the commit message says where it came from
+        assert repo.tags['upstream'].commit.tree.hexsha == apply.PINNED_TREE == 'c54a6d586927aea25e80574e1e54ea0534ef679d'
+        assert f'Commit: {apply.PINNED_COMMIT} (tag v7.0)' in repo.tags['upstream'].commit.message
+    else:
+        assert 'PyPI yolov5==7.0.0' in repo.tags['upstream'].commit.message  # provenance stated
     changed = repo.git.diff('upstream', '--name-only').split()
     assert 'utils/general.py' in changed and 'utils/compat.py' in changed
     assert not repo.is_dirty(untracked_files=True)
 
 
-def test_pypi_baseline_has_upstream_import_layout(tree):
+@pytest.fixture(scope='module')
+def pypi_tree(tmp_path_factory):
+    """The tree built from the PyPI package, as `--source pypi` builds it (the wheel comes from PyPI once)."""
+    dest = tmp_path_factory.mktemp('pypi') / 'yolov5'
+    r = run_apply('--dest', dest, check=False, source='pypi')
+    if r.returncode and 'could not download' in r.stderr:
+        pytest.skip(f'PyPI unreachable: {r.stderr.strip()[-200:]}')
+    assert r.returncode == 0, r.stderr
+    # named, with what differs: a user never gets it by accident or without knowing
+    assert 'warning: the PyPI package yolov5==7.0.0 is not YOLOv5 v7.0' in r.stdout and 'bbox_iou' in r.stdout
+    return dest
+
+
+def test_pypi_baseline_has_upstream_import_layout(pypi_tree):
+    tree = pypi_tree
     for f in ('train.py', 'val.py', 'utils/general.py', 'models/yolo.py', 'benchmarks.py'):
         text = (tree / f).read_text()
         assert 'from yolov5.' not in text and 'import yolov5' not in text, f
@@ -37,6 +56,21 @@ def test_pypi_baseline_has_upstream_import_layout(tree):
     # the wheel's val.py forced FP16 inputs on a float model on GPUs; upstream's line is restored
     assert 'half = cuda =' not in (tree / 'val.py').read_text()
     assert 'patches/pypi/val-half-on-cuda.patch' in git.Repo(tree).tags['upstream'].commit.message
+    assert 'Not v7.0: ' in git.Repo(tree).tags['upstream'].commit.message
+
+
+def test_pypi_fixes_are_what_the_real_tree_already_has(pypi_tree, tree):
+    # patches/pypi/ only restores v7.0's own lines: after it, those lines are the git tree's
+    if not HAVE_V70:
+        pytest.skip('needs the real v7.0 (../shared/upstream bundle) to compare with')
+    for f in ('segment/train.py', 'segment/val.py'):
+        calls = [re.sub(r'\s+', '', _main_block(t / f)) for t in (pypi_tree, tree)]
+        assert calls[0] == calls[1] == 'opt=parse_opt()main(opt)', (f, calls)
+    assert 'half = cuda =' not in (tree / 'val.py').read_text()
+
+
+def _main_block(path):
+    return re.split(r"if __name__ == ['\"]__main__['\"]:", Path(path).read_text())[-1].strip()
 
 
 def test_restore_import_layout_rewrites_every_form():
@@ -145,3 +179,34 @@ def test_every_patch_has_a_header_and_is_listed():
         text = (PROJECT / 'patches' / name).read_text()
         head = text.split('\n---\n', 1)[0]
         assert head.startswith('Subject: ') and '\nWhy: ' in head, name
+
+
+def test_auto_uses_git_only_and_says_how_to_get_v70(tmp_path):
+    # a missing source is never silently replaced by the PyPI package
+    r = subprocess.run([apply.sys.executable, str(PROJECT / 'scripts' / 'apply.py'), '--repo', str(tmp_path / 'nothing'),
+                        '--dest', str(tmp_path / 'y'), '--cache', str(tmp_path / 'cache')], capture_output=True, text=True)
+    assert r.returncode == 2 and not (tmp_path / 'y').exists()
+    assert str(tmp_path / 'nothing') in r.stderr and '--repo' in r.stderr and '--source pypi' in r.stderr, r.stderr
+    assert 'pypi' not in r.stdout  # no fallback happened
+
+
+def test_a_source_whose_v70_commit_has_other_content_is_refused(tmp_path):
+    # git replace makes the pinned hash resolve to another tree: the content check refuses it
+    bundle = PROJECT.parent / 'shared' / 'upstream' / 'yolov5-v7.0.bundle'
+    if not bundle.exists():
+        pytest.skip('needs ../shared/upstream/yolov5-v7.0.bundle')
+    forged = tmp_path / 'forged.git'
+    repo = git.Repo.clone_from(str(bundle), forged, bare=True)
+    env = {'GIT_AUTHOR_NAME': 'x', 'GIT_AUTHOR_EMAIL': 'x@x', 'GIT_COMMITTER_NAME': 'x', 'GIT_COMMITTER_EMAIL': 'x@x'}
+    other_tree = repo.git.rev_parse(f'{apply.PINNED_COMMIT}~1^{{tree}}')
+    fake = repo.git.commit_tree(other_tree, '-m', 'YOLOv5 v7.0 (not really)', env=env)
+    repo.git.replace(apply.PINNED_COMMIT, fake)
+    assert repo.git.rev_parse(f'{apply.PINNED_COMMIT}^{{tree}}') == other_tree
+    cache = tmp_path / 'cache'
+    mirror = cache / 'git' / (apply.hashlib.sha1(str(forged).encode()).hexdigest()[:12] + '.git')
+    mirror.parent.mkdir(parents=True)
+    shutil.copytree(forged, mirror)  # a tampered cache: the same as a tampered mirror
+    r = subprocess.run([apply.sys.executable, str(PROJECT / 'scripts' / 'apply.py'), '--repo', str(forged),
+                        '--dest', str(tmp_path / 'y'), '--cache', str(cache)], capture_output=True, text=True)
+    assert r.returncode == 2 and apply.PINNED_TREE in r.stderr and 'refusing' in r.stderr, r.stderr
+    assert not (tmp_path / 'y').exists()
