@@ -292,15 +292,23 @@ def build_tree(baseline: Baseline, overlay: Path, patches: list[Patch], dest: Pa
     _commit_all(repo, f'Add overlay files ({len(copied)})\n\n' + '\n'.join(copied))
 
     for i, patch in enumerate(patches):
+        # the wheel lacks some of v7.0's files (utils/aws/): a patch's part for them has nothing to change there
+        absent = [f for f in patched_files(patch.path) if not (dest / f).exists()] if baseline.source == 'pypi' else []
         try:
-            repo.git.apply('--index', '--whitespace=nowarn', str(patch.path))
+            repo.git.apply('--index', '--whitespace=nowarn', *[f'--exclude={f}' for f in absent], str(patch.path))
         except git.GitCommandError as e:
             raise ApplyError(describe_failure(patch, f'{e.stderr}\n{e.stdout}')) from None
+        skipped = f'\nNot in this baseline, left out: {", ".join(absent)}' if absent else ''
         trailer = f'\n\n{KEY_TRAILER}: {key}' if i == len(patches) - 1 else ''
-        _commit_all(repo, f'{patch.subject}\n\nPatch: patches/{patch.path.name}{trailer}')
+        _commit_all(repo, f'{patch.subject}\n\nPatch: patches/{patch.path.name}{skipped}{trailer}')
     if not patches:
         repo.git.commit('--amend', '-m', repo.head.commit.message + f'\n\n{KEY_TRAILER}: {key}',
                         env=_commit_env())
+
+
+def patched_files(path: Path) -> list[str]:
+    """The existing files a patch changes (its '--- a/...' lines)."""
+    return [line[6:].strip() for line in path.read_text().splitlines() if line.startswith('--- a/')]
 
 
 def copy_overlay(overlay: Path, dest: Path) -> list[str]:

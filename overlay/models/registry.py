@@ -8,9 +8,10 @@ from pathlib import Path
 import torch.nn as nn
 
 from models.yaml_rules import ModelYAMLError, Row
+from models.yaml_values import module_class
 
 UPSTREAM_FILES = {'__init__', 'common', 'experimental', 'tf', 'yolo'}  # models/*.py of v7.0 (tf.py needs TF)
-NOT_MODULE_FILES = {'registry', 'yaml_rules'}
+NOT_MODULE_FILES = {'registry', 'yaml_rules', 'yaml_values'}
 
 
 def overlay_files():
@@ -63,12 +64,13 @@ def closest_names(name, known, n=3):
 
 
 def resolve_module(name, index, namespace):
-    """The class a model YAML row names: an overlay name, else what upstream's eval finds in models/yolo.py."""
+    """The class a model YAML row names: an overlay name, else a module class of models/yolo.py's namespace (what
+    upstream's eval found: common.py's classes, nn.X, ...), looked up, never evaluated."""
     if name in OVERLAY_MODULES:
         return OVERLAY_MODULES[name]
     try:
-        return eval(name, namespace)  # upstream's rule: common.py's classes, nn.X, ...
-    except (NameError, AttributeError, SyntaxError):
+        return module_class(name, namespace, f'layer {index}')
+    except KeyError:
         close = closest_names(name, _known_names(namespace))
         hint = f'closest known: {", ".join(close)}' if close else 'no known module is close'
         raise ModelYAMLError(f'layer {index}: unknown module {name!r} ({hint}); the YAML names of the overlay '
