@@ -1,5 +1,6 @@
 """Shared fixtures: the patched tree built from the real v7.0 commit, a tiny dataset, helpers to run scripts."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,56 @@ def tiny_data(tmp_path_factory):
     """data.yaml of a tiny synthetic dataset (16 train, 4 val, 4 test images)."""
     from make_tiny_dataset import make_dataset
     return make_dataset(tmp_path_factory.mktemp('tiny'), images=16, size=128)
+
+
+def segmentation_data(tiny_data, dest):
+    """The tiny detection dataset with each box as a 4-point polygon: a YOLO segmentation dataset."""
+    src = tiny_data.parent
+    shutil.copytree(src / 'images', dest / 'images')
+    for labels in (src / 'labels').rglob('*.txt'):
+        out = dest / 'labels' / labels.relative_to(src / 'labels')
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for line in labels.read_text().split('\n'):
+            if line.strip():
+                c, x, y, w, h = line.split()
+                x, y, w, h = map(float, (x, y, w, h))
+                corners = (x - w / 2, y - h / 2, x + w / 2, y - h / 2, x + w / 2, y + h / 2, x - w / 2, y + h / 2)
+                rows.append(' '.join([c, *(f'{v:.6f}' for v in corners)]))
+        out.write_text('\n'.join(rows) + '\n')
+    data = dest / 'data.yaml'
+    data.write_text(tiny_data.read_text().replace(str(src), str(dest)))
+    return data
+
+
+def classification_data(dest, per_class=8, size=32):
+    """An ImageFolder dataset: squares and discs on noise, train/val/test."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val', 'test'):
+        for name in ('square', 'disc'):
+            (dest / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                im = Image.fromarray(rng.integers(0, 80, (size, size, 3), dtype=np.uint8))
+                a, b = sorted(rng.integers(4, size - 4, 2))
+                box = (a, a, max(b, a + 8), max(b, a + 8))
+                draw = ImageDraw.Draw(im)
+                (draw.rectangle if name == 'square' else draw.ellipse)(box, fill=(200, 200, 60))
+                im.save(dest / split / name / f'{i}.png')
+    return dest
+
+
+@pytest.fixture(scope='session')
+def seg_data(tiny_data, tmp_path_factory):
+    """data.yaml of the tiny dataset as a segmentation dataset."""
+    return segmentation_data(tiny_data, tmp_path_factory.mktemp('seg'))
+
+
+@pytest.fixture(scope='session')
+def cls_data(tmp_path_factory):
+    """An ImageFolder classification dataset (train/val/test, two classes)."""
+    return classification_data(tmp_path_factory.mktemp('cls') / 'data')
 
 
 @pytest.fixture(scope='session')

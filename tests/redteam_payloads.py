@@ -37,9 +37,17 @@ def checkpoint(model):
             'opt': {}, 'date': None}
 
 
-def detection_model(yolo, nc=2, scale='n'):
+def detection_model(yolo, nc=2):
+    """yolov5n with the attributes train.py gives the model it saves (val.py reads nc and names)."""
     from models.yolo import DetectionModel
-    return DetectionModel(Path(yolo) / 'models' / f'yolov5{scale}.yaml', nc=nc)
+    model = DetectionModel(Path(yolo) / 'models' / 'yolov5n.yaml', nc=nc)
+    model.nc, model.names = nc, {i: f'class{i}' for i in range(nc)}
+    return model
+
+
+def clean_checkpoint(yolo, path):
+    """A harmless stripped checkpoint, as train.py leaves best.pt."""
+    return save(checkpoint(detection_model(yolo).half()), path)
 
 
 def save(obj, path, **kwargs):

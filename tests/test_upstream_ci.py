@@ -6,11 +6,10 @@ downloaded; explicit --project folders; hubconf.py's demo run on the local image
 holds a URL). benchmarks.py's formats that need a package we do not ship (OpenVINO, TensorFlow, CoreML, ...)
 show in its table as not run, as upstream's CI shows them without the package; it must not crash.
 """
-import shutil
 import subprocess
 
 import pytest
-from conftest import PY, SCRIPT_ENV
+from conftest import PY, SCRIPT_ENV, classification_data, segmentation_data
 
 pytestmark = pytest.mark.slow
 
@@ -22,44 +21,6 @@ def step(tree, *args, timeout=600):
     line = ' '.join(map(str, args))
     assert r.returncode == 0, f'CI step failed: python {line}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
     return r
-
-
-def segmentation_data(tiny_data, dest):
-    """The tiny detection dataset with each box as a 4-point polygon: a YOLO segmentation dataset."""
-    src = tiny_data.parent
-    shutil.copytree(src / 'images', dest / 'images')
-    for labels in (src / 'labels').rglob('*.txt'):
-        out = dest / 'labels' / labels.relative_to(src / 'labels')
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for line in labels.read_text().split('\n'):
-            if line.strip():
-                c, x, y, w, h = line.split()
-                x, y, w, h = map(float, (x, y, w, h))
-                corners = (x - w / 2, y - h / 2, x + w / 2, y - h / 2, x + w / 2, y + h / 2, x - w / 2, y + h / 2)
-                rows.append(' '.join([c, *(f'{v:.6f}' for v in corners)]))
-        out.write_text('\n'.join(rows) + '\n')
-    data = dest / 'data.yaml'
-    data.write_text(tiny_data.read_text().replace(str(src), str(dest)))
-    return data
-
-
-def classification_data(dest, per_class=8, size=32):
-    """An ImageFolder dataset: squares and discs on noise, train/val/test."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-    rng = np.random.default_rng(0)
-    for split in ('train', 'val', 'test'):
-        for name in ('square', 'disc'):
-            (dest / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                im = Image.fromarray(rng.integers(0, 80, (size, size, 3), dtype=np.uint8))
-                a, b = sorted(rng.integers(4, size - 4, 2))
-                box = (a, a, max(b, a + 8), max(b, a + 8))
-                draw = ImageDraw.Draw(im)
-                (draw.rectangle if name == 'square' else draw.ellipse)(box, fill=(200, 200, 60))
-                im.save(dest / split / name / f'{i}.png')
-    return dest
 
 
 def test_check_environment(tree):

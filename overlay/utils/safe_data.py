@@ -69,7 +69,7 @@ class NumpyData:
         return bool(PLAIN_DTYPE.fullmatch(dtype.str)) or (self.objects and dtype.str == '|O')
 
     def dtype(self, name, align=False, copy=True):
-        plain = type(name) is str and (PLAIN_DTYPE.fullmatch(name) or (self.objects and name == 'O'))
+        plain = type(name) is str and (PLAIN_DTYPE.fullmatch(name) or (self.objects and name in ('O', 'O4', 'O8')))
         if not plain or align is not False or copy is not True:  # copy=False returns numpy's shared singleton
             raise Refused(f'it builds numpy.dtype{(name, align, copy)!r:.60} (only fresh plain number dtypes)')
         return with_build(np.dtype(name, False, True), self.dtype_state)
