@@ -7,12 +7,14 @@
     python scripts/make_dataset.py      # BCCD into datasets/BCCD with the names of configs/data/bccd.yaml
 
 The format is detected: Pascal VOC (XMLs and images anywhere under SRC), COCO JSON (a file, or several: one per
-split) or YOLO (images/ + labels/). Everything is checked before anything is written: bad input (malformed XML or
-JSON, an annotation without its image, an image that does not decode, a box of negative size or outside its image,
-an unknown class, two images with one output name, a file name that is not UTF-8) is listed file by file and the
-script exits with status 2, writing nothing; --skip-bad converts the rest. Repairable things are warnings: a box
-sticking out of the image is clipped, a zero-size box skipped. The dataset and its YAML replace any previous ones
-only once complete.
+split) or YOLO (images/ + labels/). Splits: the source's own (ImageSets/Main, one JSON per split, folders named
+train/val/valid/test at any depth), else seeded. Everything is checked before anything is written: bad input
+(malformed XML or JSON, an annotation without its image, an image that no decoder reads, a box of negative size or
+outside its image, an unknown class, two images with one output name, a file name that is not UTF-8) is listed file
+by file and the script exits with status 2, writing nothing; --skip-bad converts the rest. Repairable things are
+warnings: a box sticking out of the image is clipped, a zero-size box skipped, a cut-off image restored (what
+decodes, written as a complete image), a JPEG without its end marker copied with one. The dataset and its YAML
+replace any previous ones only once complete.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from dataset_formats import FORMATS, FormatError, detect, output, source_root
 from dataset_formats.checks import (check_boxes, check_file_names, check_unique_outputs, decode_images,
                                     report_class_spread, resolve_classes)
 from dataset_formats.files import walk
+from dataset_formats.images import END_MARKER, RESTORE
 from dataset_formats.records import SPLITS, Problem, Report, show
 from dataset_formats.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, assign, parse_fractions
 from dataset_formats import yolo
@@ -58,11 +61,12 @@ class Result:
     background: Counter = field(default_factory=Counter)  # split -> images without boxes
     skipped: Counter = field(default_factory=Counter)  # reason -> boxes left out (warnings; problems with --skip-bad)
     clipped: int = 0
+    repaired: Counter = field(default_factory=Counter)  # images.RESTORE / END_MARKER -> images written so
     warnings: list = field(default_factory=list)
     names: list = field(default_factory=list)
     split_how: str = ''
     dropped: tuple = (0, 0)  # (files, boxes) left out by --skip-bad
-    written: Counter = field(default_factory=Counter)  # linked / copied images
+    written: Counter = field(default_factory=Counter)  # linked / copied / restored / 'end marker' images
 
 
 def find_bccd() -> Path:
@@ -163,6 +167,7 @@ def convert(src, dest, *, fmt: str | None = None, names: list[str] | None = None
     for s in samples:
         result.images[s.split] += 1
         result.background[s.split] += not s.lines
+        result.repaired[s.repair] += bool(s.repair)
     if not result.images['val']:
         report.warn('splits', 'the val split is empty: YOLOv5 trains with one (see --split)')
     report.flush()
@@ -189,6 +194,10 @@ def _header(dest: Path, src, what: str, names_from: str, r: Result, command) -> 
         notes.append('skipped: ' + ', '.join(f'{k}: {v}' for k, v in sorted(r.skipped.items())))
     if r.clipped:
         notes.append(f'clipped to the image: {r.clipped}')
+    if r.repaired[RESTORE]:
+        notes.append(f'images restored from damaged files: {r.repaired[RESTORE]}')
+    if r.repaired[END_MARKER]:
+        notes.append(f'JPEG end marker appended: {r.repaired[END_MARKER]}')
     if any(r.dropped):
         notes.append(f'--skip-bad left out {r.dropped[0]} files and {r.dropped[1]} boxes')
     where = ('`path` is relative to the yolov5/ tree, as YOLOv5 resolves it.' if PROJECT in dest.absolute().parents
@@ -210,7 +219,15 @@ def summary(r: Result) -> str:
                         + ' '.join(f'{r.boxes[split][n]:>{width}}' for n in r.names))
     skipped = ', '.join(f'{k}: {v}' for k, v in sorted(r.skipped.items())) or 'none'
     rows.append(f'boxes skipped: {skipped}; boxes clipped to the image: {r.clipped}')
+    rows.append(f'images restored from damaged files: {r.repaired[RESTORE]}'
+                + (f'; JPEG end marker appended: {r.repaired[END_MARKER]}' if r.repaired[END_MARKER] else ''))
     return '\n'.join(rows)
+
+
+def written_how(written: Counter) -> str:
+    how = f'{written["linked"]} images hard-linked, {written["copied"]} copied'
+    how += f', {written["restored"]} restored' if written['restored'] else ''
+    return how + (f', {written["end marker"]} copied with a JPEG end marker' if written['end marker'] else '')
 
 
 def default_name(src: Path) -> str:
@@ -273,7 +290,7 @@ def main(argv=None) -> int:
                   '(make data ... DATASET_ARGS=--skip-bad)', file=sys.stderr)
         return BAD_INPUT
     print(summary(result))
-    how = f'{result.written["linked"]} images hard-linked, {result.written["copied"]} copied'
+    how = written_how(result.written)
     if keep:
         print(f'{prog}: wrote {show(dest)} ({how}); {show(yaml_path)} kept as it is (it is the --data file)')
         check_kept_yaml(yaml_path, dest, prog)

@@ -2,6 +2,8 @@
 named file by file with nothing written; atomic replace; BCCD the same through VOC and through COCO."""
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -250,7 +252,7 @@ def test_coco_one_file_per_split(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert sorted(labels(dest)) == ['train/train0', 'train/train1', 'train/train2', 'val/val0', 'val/val1']
     assert labels(dest)['val/val1'] == f'0 {LINE}\n'  # category 3 'ant' -> 0
-    assert 'instances_train2017.json -> train' in data.read_text()
+    assert 'splits: train: annotations/instances_train2017.json (3 images); val: annotations/' in data.read_text()
     rc, dest, _ = run(src / 'annotations' / 'instances_val2017.json', tmp_path / 'one')  # one file: images by name
     assert rc == 0 and len(labels(dest)) == 2
 
@@ -265,7 +267,8 @@ def test_yolo_with_data_yaml_and_split_folders(tmp_path):
     assert rc == 0
     assert labels(dest) == {'train/bg': '', 'train/y0': f'0 {LINE}\n', 'train/y1': f'1 {LINE}\n',
                             'train/y2': f'0 {LINE}\n', 'val/y3': f'1 {LINE}\n'}
-    assert load_yaml(data)['names'] == {0: 'a', 1: 'b'} and 'split folders' in data.read_text()
+    assert load_yaml(data)['names'] == {0: 'a', 1: 'b'}
+    assert 'splits: train: folder images/train (4 images); val: folder images/val (1 images)' in data.read_text()
 
 
 def test_yolo_same_name_in_two_splits_clashes_only_when_resplit(tmp_path, capsys):
@@ -285,7 +288,8 @@ def test_yolo_train_folder_only_gets_a_val_split_cut_out_of_it(tmp_path, capsys)
         (src / 'train' / 'labels' / f't{i}.txt').write_text(f'0 {LINE}\n')
     rc, dest, _ = run(src, tmp_path / 'out', '--names', 'thing')
     assert rc == 0 and split_counts(dest) == {'train': 8, 'val': 2}
-    assert 'split folders; no val split: train cut into train/val 0.78/0.22 (seed 0)' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'splits: train: folder train (10 images); val: cut out of train (seeded, 22%, seed 0)' in out
 
 
 def test_yolo_flat_with_classes_txt_and_polygons(tmp_path):
@@ -326,10 +330,10 @@ def bad_voc(kind, src):
     if kind == 'image that does not decode':
         (im / 'img1.jpg').write_bytes(b'not a JPEG at all')
         return 'images/img1.jpg', 'cannot be decoded'
-    if kind == 'truncated image':
+    if kind == 'image cut off in its header':  # nothing of the picture left to restore
         Image.effect_noise((64, 48), 50).convert('RGB').save(im / 'img1.jpg')
-        _truncate(im / 'img1.jpg')
-        return 'images/img1.jpg', 'cannot be decoded'
+        (im / 'img1.jpg').write_bytes((im / 'img1.jpg').read_bytes()[:200])
+        return 'images/img1.jpg', 'cannot be decoded as an image, not even in part'
     if kind == 'negative size box':
         voc_xml(a / 'img1.xml', 'img1.jpg', [('cat', BOX), ('cat', (40, 6, 8, 30))])
         return 'annotations/img1.xml', 'negative size'
@@ -357,7 +361,7 @@ def bad_voc(kind, src):
     raise ValueError(kind)
 
 
-BAD_VOC = ['malformed XML', 'annotation without image', 'image that does not decode', 'truncated image',
+BAD_VOC = ['malformed XML', 'annotation without image', 'image that does not decode', 'image cut off in its header',
            'negative size box', 'box outside the image', 'unknown class (names fixed)', 'duplicate image names',
            'duplicate output name', 'non-UTF-8 name']
 
@@ -380,7 +384,9 @@ def test_bad_voc_input_is_named_and_nothing_is_written(tmp_path, capsys, kind):
     if kind in ('negative size box', 'box outside the image', 'unknown class (names fixed)'):
         assert len(kept) == 6 and kept[next(k for k in kept if k.endswith('img1'))] == f'0 {LINE}\n'  # box left out
         assert 'left out 0 files and 1 boxes' in out
-    elif kind.startswith('duplicate'):
+    elif kind == 'duplicate image names':  # img1.xml left out; more/other.xml has its image beside it
+        assert len(kept) == 6 and 'annotations/img1.xml' in err and 'more/other.xml' not in err
+    elif kind == 'duplicate output name':
         assert len(kept) == 5  # both images of the clash left out
     elif kind == 'non-UTF-8 name':
         assert len(kept) == 6  # the six good ones
@@ -585,3 +591,228 @@ def test_ctrl_c_during_a_first_conversion_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(src, tmp_path / 'out')
     assert os.listdir(tmp_path / 'out' / 'datasets') == [] and os.listdir(tmp_path / 'out') == ['datasets']
+
+
+# ---------------------------------------------------------------- damaged images: restored, not refused
+
+def noise_image(path: Path, fmt='JPEG'):
+    """A photo-like image (noise compresses badly: cutting its end cuts picture data, not the header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.effect_noise((64, 48), 50).convert('RGB').save(path, fmt)
+    return path
+
+
+def cut_off(path: Path, n=300):
+    """The file missing its last n bytes, as a cut-off download leaves it."""
+    path.write_bytes(path.read_bytes()[:-n])
+    return path
+
+
+def decodes_strictly(path: Path) -> Image.Image:
+    """Pillow as YOLOv5 and most tools run it: a truncated file raises."""
+    from PIL import ImageFile
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES  # the conversion must not leave Pillow's global switch on
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def yolov5_verify(im_file: Path, lb_file: Path):
+    """YOLOv5's own check of an image and its label, on a copy (it re-saves a JPEG it finds corrupt, in place)."""
+    from utils.dataloaders import verify_image_label
+    before = im_file.read_bytes()
+    _, lb, shape, _, nm, nf, ne, nc, msg = verify_image_label((str(im_file), str(lb_file), ''))
+    return {'corrupt': nc, 'msg': msg, 'shape': shape, 'boxes': 0 if lb is None else len(lb),
+            'rewritten': im_file.read_bytes() != before}
+
+
+@pytest.mark.parametrize('fmt,suffix', [('JPEG', '.jpg'), ('PNG', '.png')])
+def test_cut_off_image_is_restored_and_yolov5_loads_it(tmp_path, capsys, yolo, fmt, suffix):
+    src = voc_dataset(tmp_path / 'src', 'annotations+images')
+    (src / 'images' / 'img1.jpg').unlink()
+    full = decodes_strictly(noise_image(src / 'images' / f'img1{suffix}', fmt))
+    cut = cut_off(src / 'images' / f'img1{suffix}')
+    cut_bytes = cut.read_bytes()
+    with pytest.raises(OSError, match='truncated'):
+        decodes_strictly(cut)
+    rc, dest, data = run(src, tmp_path / 'out')
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    warning = next(w for w in err.splitlines() if w.startswith(f'make_dataset: warning: images/img1{suffix}: '))
+    assert 'damaged or cut off (OSError: ' in warning and 'truncated' in warning.lower()
+    assert 'restored: what decodes is written as a complete image' in warning
+    assert 'images restored from damaged files: 1' in out and '5 images hard-linked, 0 copied, 1 restored' in out
+    assert 'images restored from damaged files: 1' in data.read_text()
+    (restored,) = dest.glob(f'images/*/img1{suffix}')
+    assert cut.read_bytes() == cut_bytes and restored.stat().st_ino != cut.stat().st_ino  # the source untouched
+    im = decodes_strictly(restored)
+    assert im.size == (64, 48)
+    top = [abs(a - b) for a, b in zip(im.crop((0, 0, 64, 8)).tobytes(), full.crop((0, 0, 64, 8)).tobytes())]
+    assert sum(top) / len(top) < 8  # what decoded is kept (JPEG: re-encoded with the source's tables)
+    check = yolov5_verify(restored, dest / 'labels' / restored.parent.name / 'img1.txt')
+    assert check == {'corrupt': 0, 'msg': '', 'shape': (64, 48), 'boxes': 1, 'rewritten': False}
+    broken = Path(shutil.copy(cut, tmp_path / f'copy{suffix}'))  # without the conversion, YOLOv5 drops it
+    assert yolov5_verify(broken, tmp_path / 'none.txt')['corrupt'] == 1
+
+
+def test_jpeg_with_bytes_after_its_end_is_copied_with_an_end_marker(tmp_path, capsys, yolo):
+    src = voc_dataset(tmp_path / 'src', 'annotations+images')
+    trailer = src / 'images' / 'img2.jpg'
+    trailer.write_bytes(noise_image(trailer).read_bytes() + b'camera data')  # decodes in full, no end marker
+    source_bytes = trailer.read_bytes()
+    rc, dest, _ = run(src, tmp_path / 'out')
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert '1 JPEGs do not end with the JPEG end marker (images/img2.jpg): copied with the marker appended' in err
+    assert 'JPEG end marker appended: 1' in out and '1 copied with a JPEG end marker' in out
+    (written,) = dest.glob('images/*/img2.jpg')
+    assert written.read_bytes() == source_bytes + b'\xff\xd9' and trailer.read_bytes() == source_bytes
+    assert decodes_strictly(written).tobytes() == decodes_strictly(trailer).tobytes()  # same pixels
+    check = yolov5_verify(written, dest / 'labels' / written.parent.name / 'img2.txt')
+    assert check == {'corrupt': 0, 'msg': '', 'shape': (64, 48), 'boxes': 1, 'rewritten': False}
+
+
+def test_image_no_decoder_reads_is_still_an_error_beside_a_restored_one(tmp_path, capsys):
+    src = voc_dataset(tmp_path / 'src', 'annotations+images')
+    cut_off(noise_image(src / 'images' / 'img1.jpg'))  # restorable
+    (src / 'images' / 'img3.jpg').write_bytes(random.Random(0).randbytes(2000))  # not an image at all
+    rc, _, _ = run(src, tmp_path / 'out')
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert 'make_dataset: error: images/img3.jpg: cannot be decoded as an image, not even in part' in err
+    assert 'error: images/img1.jpg' not in err and '1 problems in' in err
+    assert_nothing_written(tmp_path / 'out')
+    rc, dest, _ = run(src, tmp_path / 'out', '--skip-bad')
+    out, err = capsys.readouterr()
+    assert rc == 0 and 'make_dataset: skipped: images/img3.jpg: cannot be decoded' in err
+    assert 'left out 1 files and 0 boxes' in out and 'images restored from damaged files: 1' in out
+    assert sorted(k.split('/')[1] for k in labels(dest)) == ['img0', 'img1', 'img2', 'img4', 'img5']
+
+
+# ---------------------------------------------------------------- the source's own split folders
+
+def voc_pair(folder: Path, stem: str, i=0):
+    """An image and its XML side by side, as LabelImg saves them."""
+    image(folder / f'{stem}.jpg', i=i)
+    voc_xml(folder / f'{stem}.xml', f'{stem}.jpg', [(('cat', 'dog')[i % 2], BOX)])
+
+
+def yolo_pair(folder: Path, stem: str, i=0):
+    """images/STEM.jpg and labels/STEM.txt under folder (Roboflow's train/images, train/labels)."""
+    image(folder / 'images' / f'{stem}.jpg', i=i)
+    (folder / 'labels').mkdir(parents=True, exist_ok=True)
+    (folder / 'labels' / f'{stem}.txt').write_text(f'{i % 2} {LINE}\n')
+
+
+def splits_of(dest: Path) -> dict:
+    """split -> sorted image stems."""
+    return {split: sorted(p.stem for p in (dest / 'images' / split).iterdir()) for split in ('train', 'val', 'test')
+            if (dest / 'images' / split).is_dir()}
+
+
+def test_split_folder_names():
+    from dataset_formats.splits import folder_name_split, split_folder
+    said = {n: folder_name_split(n) for n in ('train', 'Train', 'VALID', 'validation', 'val', 'val2017', 'test',
+                                              'training', 'testing')}
+    assert said == {'train': 'train', 'Train': 'train', 'VALID': 'val', 'validation': 'val', 'val': 'val',
+                    'val2017': 'val', 'test': 'test', 'training': 'train', 'testing': 'test'}
+    for name in ('training_data', 'contest', 'train_zip', 'test_zip', 'trainval', 'latest', 'my_val', 'images'):
+        assert folder_name_split(name) is None, name
+    root = Path('/data')  # the innermost split folder counts; none above the source
+    assert split_folder(root / 'train' / 'x' / 'val' / 'a.jpg', root) == ('val', root / 'train' / 'x' / 'val')
+    assert split_folder(root / 'train' / 'a.jpg', root / 'train') is None
+
+
+def test_voc_nested_split_folders_keep_their_splits(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(10):
+        voc_pair(src / 'train_zip' / 'train', f't{i}', i)
+    for i in range(3):
+        voc_pair(src / 'test_zip' / 'test', f'e{i}', i)
+    voc_pair(src / 'train_zip' / 'train', 'same', 0)  # one name in both folders: each XML has its image beside it
+    voc_pair(src / 'test_zip' / 'test', 'same', 1)
+    rc, dest, data = run(src, tmp_path / 'out')
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    how = ('train: folder train_zip/train (11 images); test: folder test_zip/test (4 images); '
+           'val: cut out of train (seeded, 22%, seed 0)')
+    assert f'splits: {how}' in out and f'splits: {how}' in data.read_text()
+    got = splits_of(dest)
+    assert got['test'] == ['e0', 'e1', 'e2', 'same']  # the dataset's own test images: none in training
+    assert sorted(got['train'] + got['val']) == sorted([f't{i}' for i in range(10)] + ['same'])
+    assert len(got['val']) == 2 and labels(dest)['test/same'] == f'1 {LINE}\n'  # test/same.xml says dog
+
+
+def test_folders_merely_containing_a_split_word_are_not_splits(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(6):
+        voc_pair(src / ('training_data' if i < 3 else 'contest'), f'p{i}', i)
+    rc, dest, _ = run(src, tmp_path / 'out')
+    assert rc == 0 and 'seeded 0.7/0.2/0.1 split (seed 0) (the source has no splits)' in capsys.readouterr().out
+
+
+def test_coco_json_per_nested_split_folder(tmp_path, capsys):
+    src, cats = tmp_path / 'src', [(1, 'cat'), (2, 'dog')]
+    for zip_name, split, n in (('train_zip', 'train', 5), ('valid_zip', 'valid', 2), ('test_zip', 'Test', 3)):
+        folder = src / zip_name / split
+        for i in range(n):
+            image(folder / 'images' / f'{split}{i}.jpg', i=i)
+        coco_json(folder / 'annotations' / 'data.json', [(i, f'{split}{i}.jpg', 64, 48) for i in range(n)],
+                  [(i, i, 1 + i % 2, [8, 6, 32, 24], 0) for i in range(n)], cats)
+    rc, dest, data = run(src, tmp_path / 'out')
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert ('splits: train: train_zip/train/annotations/data.json (5 images); val: valid_zip/valid/annotations/'
+            'data.json (2 images); test: test_zip/Test/annotations/data.json (3 images)') in data.read_text()
+    assert splits_of(dest) == {'train': [f'train{i}' for i in range(5)], 'val': ['valid0', 'valid1'],
+                               'test': ['Test0', 'Test1', 'Test2']}
+
+
+def test_coco_one_json_with_images_in_split_folders(tmp_path, capsys):
+    src = tmp_path / 'src'
+    files = [('train', f'a{i}') for i in range(6)] + [('valid', 'b0'), ('valid', 'b1'), ('test', 'c0')]
+    for i, (split, stem) in enumerate(files):
+        image(src / 'data' / split / f'{stem}.jpg', i=i)
+    coco_json(src / 'labels.json', [(i, f'{stem}.jpg', 64, 48) for i, (_, stem) in enumerate(files)],
+              [(i, i, 1, [8, 6, 32, 24], 0) for i in range(len(files))], [(1, 'cat')])
+    rc, dest, _ = run(src, tmp_path / 'out')
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert 'splits: train: folder data/train (6 images); val: folder data/valid (2 images); test: folder data/' in out
+    assert splits_of(dest) == {'train': [f'a{i}' for i in range(6)], 'val': ['b0', 'b1'], 'test': ['c0']}
+
+
+def test_yolo_nested_split_folders_keep_their_splits(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(8):
+        yolo_pair(src / 'train_zip' / 'train', f't{i}', i)
+    for i in range(2):
+        yolo_pair(src / 'valid_zip' / 'Validation', f'v{i}', i)
+    yolo_pair(src / 'test_zip' / 'test', 'e0')
+    (src / 'classes.txt').write_text('cat\ndog\n')
+    rc, dest, data = run(src, tmp_path / 'out')
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert ('train: folder train_zip/train (8 images); val: folder valid_zip/Validation (2 images); '
+            'test: folder test_zip/test (1 images)') in data.read_text()
+    assert splits_of(dest) == {'train': [f't{i}' for i in range(8)], 'val': ['v0', 'v1'], 'test': ['e0']}
+
+
+def test_yolo_in_a_training_data_folder_is_split_by_seed(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(10):
+        yolo_pair(src / 'training_data', f't{i}', i)
+    rc, dest, _ = run(src, tmp_path / 'out', '--names', 'cat,dog')
+    assert rc == 0 and 'seeded 0.7/0.2/0.1 split' in capsys.readouterr().out
+    assert sum(len(v) for v in splits_of(dest).values()) == 10 and len(splits_of(dest)['test']) == 1
+
+
+def test_images_all_in_test_folders_are_split_by_seed(tmp_path, capsys):
+    src = tmp_path / 'src'
+    for i in range(10):
+        voc_pair(src / 'test', f'e{i}', i)
+    rc, dest, _ = run(src, tmp_path / 'out')
+    out, err = capsys.readouterr()
+    assert rc == 0 and 'every image is in a folder named test: with nothing to train on' in err
+    assert 'seeded 0.7/0.2/0.1 split (seed 0) (the source has no splits)' in out
+    assert {k: len(v) for k, v in splits_of(dest).items()} == {'train': 7, 'val': 2, 'test': 1}

@@ -6,7 +6,8 @@
     coco.py      COCO detection JSON, one file or one per split
     yolo.py      a folder already in YOLO format
     checks.py    checks every format shares (images decode, classes, boxes, unique output names)
-    splits.py    the source's own splits, or a seeded one
+    images.py    decoding images; restoring a cut-off one, appending a missing JPEG end marker
+    splits.py    the source's own splits (lists, JSON per split, split folders at any depth), or a seeded one
     output.py    writing datasets/NAME and its data YAML, all or nothing
 """
 from __future__ import annotations

@@ -9,9 +9,9 @@ import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
 from tqdm import tqdm
 
+from . import images
 from .records import Report, Sample, utf8_ok
 
 MIN_BOX_PIXELS = 1.0  # a box thinner than this after clipping carries no signal
@@ -26,34 +26,35 @@ def check_file_names(samples: list[Sample], report: Report) -> None:
                 report.problem(path, 'file name is not valid UTF-8; rename it', 'non-UTF-8 name', sample=s)
 
 
-def _decode(path) -> tuple[tuple[int, int] | None, str | None]:
-    try:
-        with Image.open(path) as im:
-            im.verify()  # structure (PNG checksums, ...)
-        with Image.open(path) as im:
-            size = im.size
-            if im.format == 'JPEG':
-                im.draft('RGB', (max(1, size[0] // 8), max(1, size[1] // 8)))  # reads the whole file, 1/8 the work
-            im.load()  # a truncated file fails here
-        return size, None
-    except Exception as e:  # PIL raises many types: UnidentifiedImageError, OSError, SyntaxError, ...
-        return None, f'{type(e).__name__}: {e}'
-
-
 def decode_images(samples: list[Sample], report: Report) -> None:
-    """Open every image with PIL, verify and decode it; record its size."""
+    """Open every image with PIL, verify and decode it; record its size. One that decodes only in part is restored
+    (with a warning naming it); one that does not decode at all is a problem."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # PIL decodes without the GIL
-        results = pool.map(_decode, [s.image for s in samples])
-        for s, (size, error) in tqdm(zip(samples, results), total=len(samples), desc='checking images',
-                                     unit='img', disable=None, leave=False):
-            if error:
-                report.problem(s.image, f'cannot be decoded as an image ({error})', 'bad image', sample=s)
-            elif min(size) < MIN_IMAGE_PIXELS:
-                report.problem(s.image, f'image is {size[0]}x{size[1]}: YOLOv5 needs {MIN_IMAGE_PIXELS} pixels or more',
-                               'bad image', sample=s)
-            else:
-                s.image_size = size
+        results = list(tqdm(pool.map(images.decode, [s.image for s in samples]), total=len(samples),
+                            desc='checking images', unit='img', disable=None, leave=False))
+    for s, d in zip(samples, results):
+        if d.error:  # here, after the threads: restoring needs Pillow's global switch for truncated files
+            d = images.restorable(s.image, d.error)
+        if d.error:
+            report.problem(s.image, f'cannot be decoded as an image, not even in part ({d.error})', 'bad image',
+                           sample=s)
+        elif min(d.size) < MIN_IMAGE_PIXELS:
+            report.problem(s.image, f'image is {d.size[0]}x{d.size[1]}: YOLOv5 needs {MIN_IMAGE_PIXELS} pixels or more',
+                           'bad image', sample=s)
+        else:
+            s.image_size, s.repair = d.size, d.repair
+            if d.repair == images.RESTORE:
+                report.warn(s.image, d.note)
+    _warn_end_markers([s for s in samples if s.repair == images.END_MARKER], report)
+
+
+def _warn_end_markers(fixed: list[Sample], report: Report) -> None:
+    """One warning for them all: a camera that appends data does so to every picture."""
+    if fixed:
+        names = ', '.join(report.name(s.image) for s in fixed[:3]) + (', ...' if len(fixed) > 3 else '')
+        report.warn('images', f'{len(fixed)} JPEGs do not end with the JPEG end marker ({names}): copied with the '
+                    'marker appended, else YOLOv5 re-saves them in place (through a hard link: in the source)')
 
 
 def resolve_classes(samples: list[Sample], fixed: list[str] | None, fixed_from: str, stated: list[str] | None,

@@ -1,23 +1,25 @@
 """COCO detection JSON: "images" (id, file_name, width, height), "annotations" (image_id, category_id, bbox
 [x, y, w, h] in pixels, iscrowd) and "categories" (id, name).
 
-One file: a seeded split. Several (instances_train2017.json, instances_val2017.json, ...): one split each, named
-from the file name (else its folder's). Crowd annotations (iscrowd: 1) are skipped and counted. Class ids follow
+One file: its images' split folders (train/, test/, ...), else a seeded split. Several (instances_train2017.json,
+instances_val2017.json, ...): one split each, named by the file name, else by a split folder it is in (Roboflow's
+train/_annotations.coco.json). Crowd annotations (iscrowd: 1) are skipped and counted. Class ids follow
 the category ids in increasing order. An image is looked for at file_name relative to the JSON's folder, to an
 images/ folder there or at the source root, else by its name anywhere under the source.
 """
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .files import by_name, is_image
 from .records import Box, Found, Report, Sample
-from .splits import split_of
+from .splits import by_folders, split_folder, split_of
 
 TITLE = 'COCO JSON'
 PEEK_BYTES = 1 << 20
+ORDER = ('train', 'trainval', 'val', 'test')  # of the splits in the log
 
 
 def _peek(path: Path) -> bool:
@@ -68,15 +70,16 @@ def _load(path: Path, report: Report) -> dict | None:
     return data
 
 
-def _splits(jsons: list[Path], report: Report) -> dict[Path, str | None]:
+def _splits(jsons: list[Path], root: Path, report: Report) -> dict[Path, str | None]:
     if len(jsons) == 1:
         return {jsons[0]: None}
     out, first = {}, {}
     for j in jsons:
-        split = split_of(j.stem) or split_of(j.parent.name)
+        split = split_of(j.stem) or (split_folder(j, root) or (None,))[0]
         if split is None:
-            report.problem(j, 'cannot tell its split from its name (or its folder\'s): with several JSON files each '
-                           'must say train, val or test (instances_train2017.json); or convert one file', 'split')
+            report.problem(j, 'cannot tell its split from its name or its folders: with several JSON files each must '
+                           'say train, val or test (instances_train2017.json), or be in a folder so named '
+                           '(train/_annotations.coco.json); or convert one file', 'split')
         elif split in first:
             report.problem(j, f'{split} split again (already from {report.name(first[split])})', 'split')
         else:
@@ -108,7 +111,7 @@ def _locate(file_name: str, json_file: Path, root: Path, split: str | None, inde
             return base / rel, None
     hits = index.get(rel.name, [])
     if len(hits) > 1 and split:  # the same name in train/ and val/: the one in this split's folder
-        hits = [p for p in hits if any(split_of(part) == split for part in p.relative_to(root).parts[:-1])] or hits
+        hits = [p for p in hits if (split_folder(p, root) or (None,))[0] == split] or hits
     if len(hits) == 1:
         return hits[0], None
     if hits:
@@ -121,7 +124,7 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
     jsons = [src] if src.is_file() else json_files(files)
     index = by_name(p for p in files if is_image(p))
     loaded = {j: d for j in jsons if (d := _load(j, report)) is not None}
-    splits = _splits(list(loaded), report)
+    splits = _splits(list(loaded), root, report)
     cats = _categories(loaded, report)
     samples, crowd = [], 0
     for j, data in loaded.items():
@@ -179,7 +182,12 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
             report.warn('categories', f'category id {cid} repeats the name {cats[cid]!r}: one class')
         else:
             names.append(cats[cid])
-    how = ', '.join(f'{report.name(j)} -> {s}' for j, s in splits.items()) if len(splits) > 1 else None
+    if len(splits) > 1:
+        per_file = Counter(s.annotation for s in samples)
+        how = '; '.join(f'{splits[j]}: {report.name(j)} ({per_file[j]} images)'
+                        for j in sorted(splits, key=lambda j: ORDER.index(splits[j])))
+    else:  # one file: its images' split folders, if any
+        how = by_folders(samples, root, report)
     n_images = sum(len(d['images']) for d in loaded.values())
     return Found(samples, names=names, names_from='the categories, by id', split_how=how,
                  what=f'{TITLE}: {", ".join(report.name(j) for j in jsons)}, {n_images} images')

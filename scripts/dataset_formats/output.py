@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from . import images
 from .records import SPLITS, Sample
 
 KEEP_ON_REPLACE = ('images', 'labels')  # what a converted dataset holds (plus dot files such as make's stamp)
@@ -58,9 +59,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _link_or_copy(src: Path, dst: Path) -> bool:
+def _refuse_overwrite(src: Path, dst: Path) -> None:
     if dst.exists():  # the checks make output names unique; never overwrite (e.g. a case-insensitive disk)
         raise OutputError(f'{dst} would be written twice (from {src}); nothing written')
+
+
+def _link_or_copy(src: Path, dst: Path) -> bool:
+    _refuse_overwrite(src, dst)
     try:
         os.link(src, dst)  # no extra disk when on the same filesystem
         return True
@@ -69,8 +74,22 @@ def _link_or_copy(src: Path, dst: Path) -> bool:
         return False
 
 
+def _place_image(s: Sample, dst: Path) -> str:
+    """Write s's image to dst; returns how: 'linked', 'copied', 'restored' or 'end marker'."""
+    if s.repair == images.RESTORE:
+        _refuse_overwrite(s.image, dst)
+        images.write_restored(s.image, dst)
+        return 'restored'
+    if s.repair == images.END_MARKER:
+        _refuse_overwrite(s.image, dst)
+        images.copy_with_end_marker(s.image, dst)
+        return 'end marker'
+    return 'linked' if _link_or_copy(s.image, dst) else 'copied'
+
+
 def write(samples: list[Sample], dest: Path, yaml_path: Path | None, yaml_text: str | None) -> Counter:
-    """Build dest from the samples and write the YAML, atomically. Returns Counter(linked=, copied=)."""
+    """Build dest from the samples and write the YAML, atomically. Returns how many images were written how:
+    Counter(linked=, copied=, restored=, 'end marker'=)."""
     dest = Path(dest).absolute()
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(dest)
@@ -86,8 +105,7 @@ def write(samples: list[Sample], dest: Path, yaml_path: Path | None, yaml_text: 
                 (tmp / 'images' / split).mkdir(parents=True)
                 (tmp / 'labels' / split).mkdir(parents=True)
         for s in tqdm(samples, desc='writing', unit='img', disable=None, leave=False):
-            linked = _link_or_copy(s.image, tmp / 'images' / s.split / s.image.name)
-            done['linked' if linked else 'copied'] += 1
+            done[_place_image(s, tmp / 'images' / s.split / s.image.name)] += 1
             (tmp / 'labels' / s.split / f'{s.image.stem}.txt').write_text(''.join(x + '\n' for x in s.lines))
         if tmp_yaml is not None:
             tmp_yaml.parent.mkdir(parents=True, exist_ok=True)

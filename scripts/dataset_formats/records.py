@@ -53,6 +53,7 @@ class Sample:
     image_size: tuple[int, int] | None = None  # (width, height) of the decoded image
     lines: list[str] = field(default_factory=list)  # the YOLO label lines to write
     bad: bool = False  # a problem drops the whole sample
+    repair: str = ''  # how the image is written when a hard link would not do (images.RESTORE, images.END_MARKER)
     where: str = ''  # its place in a file holding many (COCO: 'image id 7'), for messages
 
 

@@ -2,7 +2,9 @@
 
 XMLs and images are found wherever they are under the source (Annotations/ + JPEGImages/, annotations/ +
 images/, nested folders, or all in one folder). An XML's image is the one named by its <filename>, else the one
-with its stem. ImageSets/Main/{train,val,test,trainval}.txt give the splits when present.
+with its stem (the one beside the XML, or in its split folder, when several have that name).
+ImageSets/Main/{train,val,test,trainval}.txt give the splits when present, else split folders (train/, test/,
+...: splits.by_folders).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from tqdm import tqdm
 
 from .files import by_name, by_stem, is_image
 from .records import Box, Found, Report, Sample
+from .splits import by_folders, split_folder
 
 TITLE = 'Pascal VOC'
 LIST_NAMES = ('train', 'val', 'test', 'trainval')
@@ -39,12 +42,24 @@ def _stated_size(root: ET.Element) -> tuple[float, float] | None:
     return (w, h) if w > 0 and h > 0 else None  # LabelImg writes 0x0 at times: then the image's own size
 
 
-def _match_image(xml: Path, root: ET.Element, names: dict, stems: dict, report: Report) -> Path | None:
+def _nearest(xml: Path, found: list[Path], src: Path) -> list[Path]:
+    """Of several images with one name (train/ and test/ may both hold a 0001.jpg): the one beside the XML, else
+    those in the XML's split folder; all of them if neither narrows it down."""
+    beside = [p for p in found if p.parent == xml.parent]
+    if beside:
+        return beside
+    own = split_folder(xml, src)
+    return [p for p in found if own and split_folder(p, src) == own] or found
+
+
+def _match_image(xml: Path, root: ET.Element, names: dict, stems: dict, src: Path, report: Report) -> Path | None:
     stated = (root.findtext('filename') or '').strip()
     base = PureWindowsPath(stated).name  # 'JPEGImages\\a.jpg' and 'a/b.jpg' alike
     found = names.get(base, []) if base else []
     if not found:  # wrong or missing <filename>: by stem
         found = sorted({p for stem in {xml.stem, Path(base).stem} - {''} for p in stems.get(stem, [])})
+    if len(found) > 1:
+        found = _nearest(xml, found, src)
     if len(found) == 1:
         return found[0]
     if not found:
@@ -122,7 +137,7 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
         if root.tag != 'annotation':
             report.warn(xml, f'not a Pascal VOC annotation (root element <{root.tag}>); ignored')
             continue
-        image = _match_image(xml, root, names, stems, report)
+        image = _match_image(xml, root, names, stems, src, report)
         if image is None:
             continue
         sample = Sample(image, xml, size=_stated_size(root))
@@ -138,6 +153,8 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
         samples = [s for s in samples if s.annotation.stem in split_of]
         for s in samples:
             s.split = split_of[s.annotation.stem]
+    else:
+        how = by_folders(samples, src, report, lambda s: (s.image, s.annotation))
     xml_stems = {p.stem for p in xmls}  # an image whose XML had a problem is not unused: the problem says it
     unused = sorted(p for p in set(images) - matched if p.stem not in xml_stems)
     if unused:

@@ -3,7 +3,8 @@ writes it works too) or a .txt beside each image (LabelImg). One line per object
 `class x1 y1 x2 y2 ...`, normalized to [0, 1]. Images without a label file are background.
 
 Names come from a data YAML at the top of the folder, else LabelImg's classes.txt, else darknet's obj.names.
-Splits come from folder names (train, val/valid, test), else a seeded split.
+Splits come from folder names (images/train/, train/images/, train_zip/train/: splits.by_folders), else a seeded
+split.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 
 from .files import is_image
 from .records import Box, Found, Report, Sample
-from .splits import split_of
+from .splits import by_folders
 
 TITLE = 'YOLO'
 NAME_FILES = ('classes.txt', 'obj.names')
@@ -143,9 +144,7 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
     samples, used = [], set()
     for image in images:
         label = next((c for c in _label_candidates(image, src) if c in label_set), None)
-        parts = image.relative_to(src).parts[:-1]
-        split = next((s for part in reversed(parts) if (s := split_of(part)) and s != 'trainval'), None)
-        sample = Sample(image, label, split=split)
+        sample = Sample(image, label)
         if label is not None:
             used.add(label)
             _read_label(label, sample, report)
@@ -155,7 +154,7 @@ def read(src: Path, files: list[Path], report: Report) -> Found:
                        'orphan label')
     names, names_from = _names(src, files, data_yaml, report)
     background = sum(s.annotation is None for s in samples)
-    how = 'split folders' if any(s.split for s in samples) else None
+    how = by_folders(samples, src, report)
     return Found(samples, names=names, names_from=names_from, split_how=how,
                  what=f'{TITLE}: {len(images)} images, {len(labels)} label files ({background} images without one: '
                       'background)')
