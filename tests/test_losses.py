@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import yaml
+import loss_reference as ref
 from conftest import PROJECT, run_script
 
 HYPS = sorted((PROJECT / 'configs' / 'hyps').glob('*.yaml'))  # layers on upstream's hyp.scratch-low.yaml
@@ -99,13 +100,17 @@ def test_alpha_iou_powers(lo, kind):
     torch.testing.assert_close(loss, expected.float(), rtol=1e-3, atol=1e-4)
 
 
-def test_nwd_blend(lo):
-    p, t = torch.tensor([[5.0, 5.0, 2.0, 2.0]]), torch.tensor([[6.0, 5.0, 4.0, 2.0]])
-    base, _ = box_loss(lo, iou_type='IoU')(p, t, 1, (1, 3, 16, 20, 7))
-    blend, _ = box_loss(lo, iou_type='IoU', nwd_ratio=0.25, nwd_constant=12.8)(p, t, 1, (1, 3, 16, 20, 7))
-    w2 = math.sqrt(1.0 ** 2 + ((2.0 - 4.0) / 2) ** 2)  # centre and half-size differences, grid units
-    nwd = math.exp(-w2 * 16 / 12.8)  # layer 1 has stride 16: grid units -> pixels
-    assert blend.item() == pytest.approx(0.75 * base.item() + 0.25 * (1 - nwd), rel=1e-5)
+@pytest.mark.parametrize('coord', range(4), ids=['x', 'y', 'w', 'h'])
+def test_nwd_reads_every_coordinate_in_pixels(lo, coord):
+    # one coordinate offset at a time: a term left out of W2 would leave NWD at 1; sizes enter W2 halved
+    t = torch.tensor([[5.0, 5.0, 3.0, 2.0]], dtype=torch.float64)
+    p = t.clone()
+    p[0, coord] += 0.6
+    for layer, stride in enumerate(FakeDetect.stride.tolist()):  # grid units -> pixels: the layer's stride
+        blend, _ = box_loss(lo, iou_type='IoU', nwd_ratio=0.25, nwd_constant=12.8)(p, t, layer, (1, 3, 16, 20, 7))
+        base, _ = box_loss(lo, iou_type='IoU')(p, t, layer, (1, 3, 16, 20, 7))
+        w = 0.6 * stride * (0.5 if coord >= 2 else 1.0)  # sqrt(W2^2), pixels
+        assert blend.item() == pytest.approx(0.75 * base.item() + 0.25 * (1 - math.exp(-w / 12.8)), rel=1e-5)
 
 
 def test_wiou_v3_running_mean_and_focusing(lo):
@@ -323,3 +328,209 @@ def test_each_shipped_hyp_trains_with_finite_losses(tree, tiny_data, hyp, tmp_pa
         row = {k.strip(): float(v) for k, v in next(csv.DictReader(f)).items()}
     for key in ('train/box_loss', 'train/obj_loss', 'train/cls_loss', 'val/box_loss', 'val/obj_loss'):
         assert math.isfinite(row[key]), key
+
+
+# ---- Against the papers' equations (tests/loss_reference.py, float64): value and autograd gradient on random
+# boxes, and what each hyp key and value builds in ComputeLoss on a real model
+
+BOX_TYPES = ['IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU', 'FocalEIoU', 'SIoU', 'WIoUv1', 'WIoUv2', 'WIoUv3', 'MPDIoU']
+ALPHA_TYPES = ['IoU', 'GIoU', 'DIoU', 'CIoU', 'EIoU']
+HYP_CASES = [  # every iou_type at its defaults (the papers'), then every other box-loss key at a non-default value
+    *({'iou_type': k} for k in BOX_TYPES),
+    *({'iou_type': k, 'alpha_iou': 3.0} for k in ALPHA_TYPES),
+    {'iou_type': 'FocalEIoU', 'focal_eiou_gamma': 1.0},
+    {'iou_type': 'SIoU', 'siou_theta': 2.0},
+    {'iou_type': 'WIoUv2', 'wiou_gamma': 0.8},
+    {'iou_type': 'WIoUv3', 'wiou_alpha': 2.5, 'wiou_delta': 2.0},
+    {'iou_type': 'IoU', 'nwd_ratio': 1.0},
+    {'iou_type': 'CIoU', 'nwd_ratio': 0.4, 'nwd_constant': 6.4},
+    {'iou_type': 'MPDIoU', 'nwd_ratio': 0.5},
+]
+SHAPE = (2, 3, 16, 20, 8)  # a layer's prediction shape: grid 20 x 16, MPDIoU's image size in grid units
+
+
+def hyp_id(hyp):
+    return ','.join(f'{k}={v}' for k, v in hyp.items())
+
+
+def random_boxes(n=64, seed=0):
+    """Targets and predictions around them (grid units, float64): mostly overlapping, some disjoint, none
+    degenerate, no ties in the min/max of the edges."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.cat([2 + 6 * torch.rand(n, 2, generator=g), 0.5 + 3 * torch.rand(n, 2, generator=g)], 1).double()
+    p = torch.cat([t[:, :2] + torch.randn(n, 2, generator=g, dtype=torch.float64),
+                   t[:, 2:] * torch.exp(0.5 * torch.randn(n, 2, generator=g, dtype=torch.float64))], 1)
+    return p.requires_grad_(), t
+
+
+def assert_value_and_grad(loss, expected, p, rtol=1e-4, atol=1e-5):
+    # the code computes in float32, the reference in float64
+    torch.testing.assert_close(loss.double(), expected, rtol=rtol, atol=atol)
+    (grad,) = torch.autograd.grad(loss.sum(), p, retain_graph=True)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), p, retain_graph=True)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=10 * rtol, atol=atol)
+
+
+def test_cases_cover_every_option(lo):
+    # a new iou_type or class/objectness loss must be added to these tests
+    assert sorted(lo.IOU_TYPES) == sorted(BOX_TYPES) and sorted(lo.ALPHA_BASES) == sorted(ALPHA_TYPES)
+    assert sorted(lo.CLS_OBJ_LOSSES) == sorted({name for _, _, name, _ in CRITERIA if name != 'upstream'})
+    tested = {k for h in HYP_CASES for k in h} | {'wiou_momentum', 'vfl_alpha', 'vfl_gamma'}  # the last: below
+    assert tested == set(lo.NUMERIC_KEYS) - {'ema_decay', 'ema_tau'} | {'iou_type'}
+
+
+@pytest.mark.parametrize('hyp', HYP_CASES, ids=hyp_id)
+def test_box_loss_value_and_gradient_match_the_paper(lo, hyp):
+    # layer 1 (stride 16 for NWD); a WIoU v2/v3 running mean at its start, 1 (the next test moves it)
+    p, t = random_boxes()
+    loss, _ = box_loss(lo, **hyp)(p, t, 1, SHAPE)
+    assert_value_and_grad(loss, ref.box_loss(hyp, p, t, stride=16.0, img_wh=(20, 16)), p)
+
+
+@pytest.mark.parametrize('hyp', [{'iou_type': 'WIoUv2'}, {'iou_type': 'WIoUv3'}], ids=hyp_id)
+def test_wiou_mean_and_beta_are_constants_in_the_gradient(lo, hyp):
+    # Wise-IoU: beta = L_IoU* / mean(L_IoU), L_IoU detached and the mean a running statistic. A second call (as the
+    # next detection layer) on the same boxes must see the moved mean as a plain number: no graph through it
+    p, t = random_boxes(seed=1)
+    loss_fn = box_loss(lo, **hyp, wiou_momentum=0.5)
+    loss_fn(p, t, 0, SHAPE)  # a training call: it moves the mean
+    mean = float(loss_fn.wiou.iou_mean)
+    assert abs(mean - 1.0) > 0.05
+    loss, _ = loss_fn(p, t, 1, SHAPE)
+    assert_value_and_grad(loss, ref.box_loss(hyp, p, t, wiou_mean=mean), p)
+
+
+def test_wiou_v2_is_not_v1(lo):
+    # v2's focusing factor (L_IoU*/mean)^0.5 differs from 1 for boxes whose loss is not the mean
+    p, t = random_boxes(seed=2)
+    v1, _ = box_loss(lo, iou_type='WIoUv1')(p, t, 0, SHAPE)
+    v2, _ = box_loss(lo, iou_type='WIoUv2')(p, t, 0, SHAPE)
+    beta = (1 - ref.overlap_terms(p, t)[0]).detach()  # mean 1: its start
+    torch.testing.assert_close(v2.double(), beta ** 0.5 * v1.double(), rtol=1e-5, atol=1e-6)
+    assert (v2 - v1).abs().max() > 0.01
+
+
+@pytest.fixture(scope='module')
+def yolov5n(yolo):
+    from models.yolo import Model
+    torch.manual_seed(0)
+    return Model(str(yolo / 'models' / 'yolov5n.yaml'), nc=3)
+
+
+def compute_loss_for(yolo, model, **hyp):
+    """ComputeLoss as train.py builds it, from the model and its hyp (upstream's scratch-low plus `hyp`)."""
+    from utils.loss import ComputeLoss
+    model.hyp = {**yaml.safe_load((yolo / 'data' / 'hyps' / 'hyp.scratch-low.yaml').read_text()), **hyp}
+    vars(model).pop('loss_state', None)  # a fresh WIoU running mean
+    return ComputeLoss(model)
+
+
+# image, class, x, y, w, h (normalised): small, medium and large boxes, so every detection layer gets targets
+TARGETS = torch.tensor([[0, 1, 0.30, 0.40, 0.10, 0.15], [0, 0, 0.60, 0.55, 0.40, 0.50], [1, 2, 0.50, 0.50, 0.80, 0.70],
+                        [1, 0, 0.25, 0.70, 0.20, 0.30], [1, 1, 0.70, 0.30, 0.55, 0.45]])
+
+
+def head_outputs(model, img_hw=(64, 96), bs=2, seed=0):
+    """Random Detect outputs for a batch, one (bs, anchors, ny, nx, 5 + classes) tensor per layer; a rectangular
+    image (as val.py's rect batches), so width and height cannot stand in for each other."""
+    g = torch.Generator().manual_seed(seed)
+    m, (h, w) = model.model[-1], img_hw
+    return [torch.randn(bs, m.na, h // int(s), w // int(s), m.no, generator=g).requires_grad_() for s in m.stride]
+
+
+def reference_lbox(compute_loss, model, p, targets, hyp):
+    """The box term from the paper's loss: upstream's target matching and box decoding (v7.0 code, not under test),
+    then each layer's loss at that layer's stride and grid, and WIoU's running mean moving layer after layer."""
+    tcls, tbox, indices, anchors = compute_loss.build_targets(p, targets)
+    lbox, mean, momentum = 0.0, 1.0, hyp.get('wiou_momentum')
+    for i, pi in enumerate(p):
+        b, a, gj, gi = indices[i]
+        assert len(b), f'no target on layer {i}: the test would not see it'
+        ps = pi[b, a, gj, gi].double()
+        pbox = torch.cat((ps[:, :2].sigmoid() * 2 - 0.5, (ps[:, 2:4].sigmoid() * 2) ** 2 * anchors[i]), 1)
+        tb = tbox[i].double()
+        lbox = lbox + ref.box_loss(hyp, pbox, tb, stride=float(model.stride[i]), img_wh=(pi.shape[3], pi.shape[2]),
+                                   wiou_mean=mean).mean()
+        if momentum:
+            mean = (1 - momentum) * mean + momentum * (1 - ref.overlap_terms(pbox, tb)[0]).mean().item()
+    return lbox * compute_loss.hyp['box']
+
+
+@pytest.mark.parametrize('hyp', HYP_CASES, ids=hyp_id)
+def test_hyp_builds_the_named_box_loss_on_every_layer(yolo, yolov5n, hyp):
+    # the hyp through train.py's path (model.hyp -> ComputeLoss): box loss value and gradient on the head outputs
+    # against the paper's loss, per layer (each its own stride: NWD; grid: MPDIoU). obj and cls gains 0: the
+    # returned loss is then the box term alone, batch-size times
+    assert yolov5n.stride.tolist() == [8.0, 16.0, 32.0]
+    if hyp['iou_type'] in ('WIoUv2', 'WIoUv3'):
+        hyp = {**hyp, 'wiou_momentum': 0.3}  # the mean moves visibly between layers
+    compute_loss = compute_loss_for(yolo, yolov5n, obj=0.0, cls=0.0, **hyp)
+    p = head_outputs(yolov5n)
+    loss, items = compute_loss(p, TARGETS)
+    expected = reference_lbox(compute_loss, yolov5n, p, TARGETS, hyp)
+    assert items[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    grads = torch.autograd.grad(loss.sum(), p)
+    expected_grads = torch.autograd.grad(expected * p[0].shape[0], p)
+    for i, (g, e) in enumerate(zip(grads, expected_grads)):
+        torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-7, msg=lambda m: f'layer {i}: {m}')
+
+
+def test_nwd_uses_each_detection_layers_own_stride(yolo, yolov5n):
+    # the same boxes in grid units are stride-times larger in pixels on a coarser layer: NWD must see that
+    compute_loss = compute_loss_for(yolo, yolov5n, iou_type='IoU', nwd_ratio=1.0)
+    p, t = torch.tensor([[4.0, 4.0, 2.0, 1.0]]), torch.tensor([[4.3, 3.8, 2.4, 1.3]])
+    losses = []
+    for i, stride in enumerate(yolov5n.stride.tolist()):
+        loss, _ = compute_loss.box_loss(p, t, i, (1, 3, 64 // int(stride), 64 // int(stride), 8))
+        assert loss.item() == pytest.approx(1 - ref.nwd(p.double(), t.double(), 12.8, stride).item(), rel=1e-5), i
+        losses.append(loss.item())
+    assert losses[0] < losses[1] < losses[2]
+
+
+LOGITS = torch.tensor([[2.0, -1.0, 0.3], [-3.0, 0.5, 1.5]])
+LABELS = torch.tensor([[0.8, 0.0, 1.0], [0.0, 0.4, 0.0]])  # soft (IoU) and hard positives, negatives
+
+
+def reference_criterion(name, pos_weight, gamma, vfl_alpha=0.75, vfl_gamma=2.0):
+    """Mean over elements of BCE with pos_weight times each criterion's weight."""
+    p, y = LOGITS.double().sigmoid(), LABELS.double()
+    bce = -(pos_weight * y * p.log() + (1 - y) * (1 - p).log())
+    alpha_t = y * 0.25 + (1 - y) * 0.75  # upstream's focal alpha 0.25
+    weight = {'bce': 1.0,
+              'focal': alpha_t * (1 - (y * p + (1 - y) * (1 - p))) ** gamma,  # Lin et al. 2017: (1 - p_t)^gamma
+              'qfocal': alpha_t * (y - p).abs() ** gamma,  # Li et al. 2020 (GFL): |y - p|^beta
+              'varifocal': torch.where(y > 0, y, vfl_alpha * p ** vfl_gamma)}[name]  # Zhang et al. 2021: q or a p^g
+    return (bce * weight).mean().item()
+
+
+CRITERIA = [  # (hyp value, fl_gamma, what it builds, focal gamma)
+    (None, 0.0, 'upstream', 0.0), (None, 2.0, 'upstream', 2.0),  # unset: upstream's BCE, or Focal when fl_gamma > 0
+    ('bce', 2.0, 'bce', 0.0), ('BCE', 0.0, 'bce', 0.0),
+    ('focal', 0.0, 'focal', 1.5), ('focal', 2.0, 'focal', 2.0),  # fl_gamma 0: upstream's FocalLoss default, 1.5
+    ('qfocal', 0.0, 'qfocal', 1.5), ('QFocal', 2.0, 'qfocal', 2.0),
+    ('varifocal', 0.0, 'varifocal', 0.0), ('varifocal', 2.0, 'varifocal', 0.0),
+]
+
+
+@pytest.mark.parametrize('key', ['cls_loss', 'obj_loss'])
+@pytest.mark.parametrize('value,fl_gamma,name,gamma', CRITERIA, ids=lambda v: str(v))
+def test_hyp_builds_the_named_cls_obj_criterion(yolo, yolov5n, key, value, fl_gamma, name, gamma):
+    # each criterion's output on fixed logits against its formula, each with its own pos_weight; the other key,
+    # unset, keeps upstream's choice
+    pw = {'cls_loss': 1.3, 'obj_loss': 0.8}
+    hyp = {'cls_pw': pw['cls_loss'], 'obj_pw': pw['obj_loss'], 'fl_gamma': fl_gamma}
+    compute_loss = compute_loss_for(yolo, yolov5n, **hyp, **({key: value} if value else {}))
+    chosen, other = {'cls_loss': (compute_loss.BCEcls, compute_loss.BCEobj),
+                     'obj_loss': (compute_loss.BCEobj, compute_loss.BCEcls)}[key]
+    other_key = 'obj_loss' if key == 'cls_loss' else 'cls_loss'
+    upstream = 'focal' if fl_gamma else 'bce'
+    assert chosen(LOGITS, LABELS).item() == pytest.approx(
+        reference_criterion(upstream if name == 'upstream' else name, pw[key], gamma), rel=1e-5)
+    assert other(LOGITS, LABELS).item() == pytest.approx(reference_criterion(upstream, pw[other_key], fl_gamma),
+                                                         rel=1e-5)
+
+
+def test_varifocal_parameters_reach_the_criterion(yolo, yolov5n):
+    compute_loss = compute_loss_for(yolo, yolov5n, cls_loss='varifocal', vfl_alpha=0.5, vfl_gamma=1.0)
+    assert compute_loss.BCEcls(LOGITS, LABELS).item() == pytest.approx(
+        reference_criterion('varifocal', 1.0, 0.0, vfl_alpha=0.5, vfl_gamma=1.0), rel=1e-5)
