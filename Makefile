@@ -17,7 +17,7 @@ EPOCHS  ?= 40
 IMG     ?= 320
 BATCH   ?= 16
 DEVICE  ?=# empty: first GPU if there is one, else CPU; "0,1" trains with DDP on two GPUs; "cpu"
-WEIGHTS ?=# empty: from scratch; or a .pt file
+WEIGHTS ?= yolov5n.pt# upstream's COCO-pretrained weights (weights/, filled from ../shared by make weights); empty: from scratch
 NAME    ?= exp
 RUNS    ?= runs
 BEST    ?= $(RUNS)/train/$(NAME)/weights/best.pt
@@ -38,13 +38,16 @@ else
 TRAIN_LAUNCH := $(PY)
 endif
 
+SHARED_WEIGHTS ?= ../shared/weights
 STAMP_VENV := $(VENV)/.installed
 STAMP_DATA := datasets/BCCD/.converted
 # train/val/detect convert BCCD first only when they use it (DATA, SOURCE_IMAGES at their defaults)
 DATA_DEPS := $(if $(filter configs/data/bccd.yaml,$(DATA)),$(STAMP_DATA))
 DETECT_DEPS := $(if $(filter datasets/BCCD/%,$(SOURCE_IMAGES)),$(STAMP_DATA))
+# a released weights name (yolov5n.pt) that ../shared holds: copy it into weights/ first (train.py finds it there)
+WEIGHTS_DEPS := $(if $(and $(WEIGHTS),$(findstring /,$(WEIGHTS))),,$(if $(wildcard $(SHARED_WEIGHTS)/$(WEIGHTS)),weights/$(WEIGHTS)))
 
-.PHONY: help setup apply check data train val detect export diff test test-all bench ablate report clean distclean
+.PHONY: help setup apply check data weights train val detect export diff test test-all bench ablate report clean distclean
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -75,7 +78,12 @@ $(STAMP_DATA): scripts/make_dataset.py $(wildcard scripts/dataset_formats/*.py) 
 	$(PY) scripts/make_dataset.py --name BCCD --data configs/data/bccd.yaml --yaml configs/data/bccd.yaml
 	touch $@
 
-train: apply $(DATA_DEPS)  ## train.py with CFG HYP VARIANT DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
+weights: $(STAMP_VENV)  ## copy upstream's released weights from ../shared/weights into weights/ (sha256-checked)
+	$(PY) scripts/copy_weights.py $(wildcard $(SHARED_WEIGHTS)/*.pt) --to weights
+weights/%.pt: $(SHARED_WEIGHTS)/%.pt | $(STAMP_VENV)
+	$(PY) scripts/copy_weights.py $< --to weights
+
+train: apply $(DATA_DEPS) $(WEIGHTS_DEPS)  ## train.py with CFG HYP VARIANT DATA EPOCHS IMG BATCH DEVICE WEIGHTS NAME
 	$(TRAIN_LAUNCH) $(TREE)/train.py --cfg $(CFG) --hyp $(HYPS) --data $(DATA) --epochs $(EPOCHS) --img $(IMG) \
 		--batch $(BATCH) --weights '$(WEIGHTS)' --device '$(DEVICE)' --project $(RUNS)/train --name $(NAME) \
 		--exist-ok $(ARGS)

@@ -14,7 +14,7 @@ An ablation YAML holds shared settings and a list of variants:
     img: 64
     epochs: 1
     batch: 8
-    weights: ''                   # from scratch, or a .pt (moved into each variant's model by architecture)
+    weights: ''                   # from scratch, or a .pt / a released name (yolov5n.pt): moved into each model
     seeds: [0, 1, 2]
     device: cpu                   # '', 'cpu', '0', or a list [0, 1, 2, 3]: runs are spread over the GPUs
     hyp: [hyp.scratch-low.yaml, configs/hyps/scratch-short.yaml]  # base files, layered (default: hyp.scratch-low)
@@ -25,7 +25,8 @@ An ablation YAML holds shared settings and a list of variants:
       - {name: baseline, cfg: yolov5n.yaml}
       - {name: eiou, cfg: yolov5n.yaml, hyp_file: configs/hyps/eiou.yaml}   # a variant layer on the base
       - {name: wiou, cfg: yolov5n.yaml, hyp: {iou_type: WIoUv3}}            # or keys written here
-      - {name: ema, cfg: configs/models/yolov5s_EMA.yaml}
+      - {name: ema, cfg: yolov5n_EMA.yaml}                                 # any shipped YAML, any scale, by name
+      - {name: ema-by-name, cfg: yolov5n_EMA.yaml, transfer: name}         # --weights moved as v7.0 did
 
 Every run leaves a record (<out>/records/<variant>-s<seed>.json): settings, metrics, per-epoch curve, commit,
 machine, device and torch version; `report` builds results.md, results.csv and two figures from records only.
@@ -140,6 +141,15 @@ def init_weights(abl: dict, seed: int, nc: int) -> Path:
     return path
 
 
+def weights_argument(weights: str) -> str:
+    """train.py's --weights: a path relative to the project, or a released name (yolov5n.pt) that train.py finds in
+    weights/ (or downloads); '' trains from scratch."""
+    if not weights:
+        return ''
+    path = resolve(weights)
+    return str(path) if path.exists() or '/' in str(weights) else str(weights)
+
+
 def weights_digest(path: Path) -> str:
     # sha256 of the tensors (pickled files of equal weights differ byte for byte): equal digests, paired runs
     from utils.compat import load_checkpoint  # the tree's safe loader (import_tree ran in prepare)
@@ -166,7 +176,7 @@ def train_command(run: Run, abl: dict, data: Path, device: str, weights: str) ->
             '--hyp', str(folder / 'hyp.yaml'), '--img', str(abl['img']), '--epochs', str(abl['epochs']),
             '--batch', str(abl['batch']), '--weights', weights, '--seed', str(run.seed), '--device', device,
             '--workers', str(abl['workers']), '--project', str(run.folder), '--name', 'train', '--exist-ok',
-            *map(str, abl['args'])]
+            '--transfer', run.variant.get('transfer', 'structure'), *map(str, abl['args'])]
 
 
 def resume_command(run: Run, abl: dict) -> list[str]:
@@ -277,7 +287,7 @@ def run_ablation(path: Path, out: Path | None = None, shard: str | None = None) 
                 bar.set_postfix_str(f'{r.name} on {device or "auto"}')
             try:
                 init = inits[r.seed]
-                weights = str(init) if init else str(resolve(abl['weights'])) if abl['weights'] else ''
+                weights = str(init) if init else weights_argument(abl['weights'])
                 execute(r, abl, data, device, weights, lambda msg: bar.write(f'ablate: {msg}'))
                 finish_record(r, abl, sizes, init, prov)
             except Exception as e:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import yaml
 
+from overlay_import import overlay_module
+
 PROJECT = Path(__file__).resolve().parents[1]
-SCALES = {'n': (0.33, 0.25), 's': (0.33, 0.50), 'm': (0.67, 0.75), 'l': (1.0, 1.0), 'x': (1.33, 1.25)}
+model_names = overlay_module('model_names')  # what train.py --cfg yolov5n_EMA.yaml does, the same code
+SCALES = model_names.SCALES
 SHARED_KEYS = {'name', 'out', 'data', 'img', 'epochs', 'batch', 'weights', 'seeds', 'device', 'hyp', 'scale',
                'baseline', 'variants', 'workers', 'tree', 'args', 'paired_init'}
-VARIANT_KEYS = {'name', 'cfg', 'hyp', 'hyp_file', 'scale'}
+VARIANT_KEYS = {'name', 'cfg', 'hyp', 'hyp_file', 'scale', 'transfer'}
+TRANSFERS = ('structure', 'name')  # train.py --transfer: by architecture (ours), or by tensor name (v7.0's)
 DEFAULTS = {'img': 640, 'epochs': 100, 'batch': 16, 'weights': '', 'seeds': [0], 'device': '', 'workers': 8, 'args': [],
             'hyp': 'hyp.scratch-low.yaml', 'paired_init': True}
 # What a run's result depends on besides its variant and seed: records that differ here are not comparable
@@ -70,6 +74,8 @@ def load_ablation(path: Path, out: Path | None = None) -> dict:
             raise AblationError(f'variant {label}: unknown keys {sorted(bad)}; valid: {sorted(VARIANT_KEYS)}')
         if not v.get('cfg'):
             raise AblationError(f'variant {label}: needs `cfg` (a model YAML)')
+        if v.get('transfer', 'structure') not in TRANSFERS:
+            raise AblationError(f'variant {label}: transfer {v["transfer"]!r} is not one of {", ".join(TRANSFERS)}')
     abl.setdefault('baseline', names[0])
     if abl['baseline'] not in names:
         raise AblationError(f'baseline {abl["baseline"]!r} is not a variant; variants: {names}')
@@ -96,11 +102,13 @@ def find_hyp(name: str, tree: Path) -> Path:
 
 
 def find_cfg(abl: dict, v: dict) -> Path:
-    for candidate in (resolve(v['cfg']), PROJECT / 'configs' / 'models' / v['cfg'], abl['tree'] / 'models' / v['cfg']):
-        if candidate.is_file():
-            return candidate
-    raise AblationError(f'variant {v["name"]}: model YAML {v["cfg"]!r} not found (paths are relative to the project, '
-                        'or a name in configs/models/ or yolov5/models/)')
+    if resolve(v['cfg']).is_file():
+        return resolve(v['cfg'])
+    try:  # a name in configs/models/ or yolov5/models/, at any scale (yolov5n_EMA.yaml)
+        return model_names.model_yaml(Path(v['cfg']).name, [PROJECT / 'configs' / 'models', abl['tree'] / 'models'])
+    except FileNotFoundError as e:
+        raise AblationError(f'variant {v["name"]}: model YAML {v["cfg"]!r}: {e} (paths are relative to the project, '
+                            'or a name in configs/models/ or yolov5/models/, at any scale)') from None
 
 
 def variant_dir(abl: dict, v: dict) -> Path:
@@ -110,11 +118,10 @@ def variant_dir(abl: dict, v: dict) -> Path:
 def variant_model(abl: dict, v: dict) -> dict:
     cfg = yaml.safe_load(find_cfg(abl, v).read_text())
     scale = v.get('scale', abl.get('scale'))
-    if scale:
-        if scale not in SCALES:
-            raise AblationError(f'variant {v["name"]}: scale {scale!r} is not one of {list(SCALES)}')
-        cfg['depth_multiple'], cfg['width_multiple'] = SCALES[scale]
-    return cfg
+    try:
+        return model_names.with_scale(cfg, scale) if scale else cfg
+    except ValueError as e:
+        raise AblationError(f'variant {v["name"]}: {e}') from None
 
 
 def variant_hyp_files(abl: dict, v: dict) -> list[Path]:

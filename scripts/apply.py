@@ -267,17 +267,24 @@ def describe_failure(patch: Patch, git_output: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- build steps
-def build_key(baseline: Baseline, overlay: Path, patches: list[Patch]) -> str:
+def overlay_files(sources: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """(file, its path in the tree) of every overlay file: overlay/ at the root, the model YAMLs in models/overlay/
+    (found by name there, as upstream's own are: train.py --cfg yolov5s_EMA.yaml)."""
+    return [(f, str(Path(prefix) / f.relative_to(root))) for root, prefix in sources if root.is_dir()
+            for f in sorted(p for p in root.rglob('*') if p.is_file() and '__pycache__' not in p.parts)]
+
+
+def build_key(baseline: Baseline, sources: list[tuple[Path, str]], patches: list[Patch]) -> str:
     h = hashlib.sha256(baseline.provenance.encode())
     h.update(Path(__file__).read_bytes())  # how the baseline is restored is part of the build
-    for f in sorted(p for p in overlay.rglob('*') if p.is_file() and '__pycache__' not in p.parts):
-        h.update(str(f.relative_to(overlay)).encode() + b'\0' + f.read_bytes())
+    for f, rel in overlay_files(sources):
+        h.update(rel.encode() + b'\0' + f.read_bytes())
     for p in patches:
         h.update(p.path.name.encode() + b'\0' + p.path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def build_tree(baseline: Baseline, overlay: Path, patches: list[Patch], dest: Path, key: str) -> None:
+def build_tree(baseline: Baseline, sources: list[tuple[Path, str]], patches: list[Patch], dest: Path, key: str) -> None:
     import git
 
     shutil.copytree(baseline.files, dest)
@@ -288,7 +295,7 @@ def build_tree(baseline: Baseline, overlay: Path, patches: list[Patch], dest: Pa
     _commit_all(repo, f'YOLOv5 {PINNED_TAG} baseline ({baseline.source})\n\n{baseline.provenance}')
     repo.create_tag(BASELINE_TAG)
 
-    copied = copy_overlay(overlay, dest)
+    copied = copy_overlay(sources, dest)
     _commit_all(repo, f'Add overlay files ({len(copied)})\n\n' + '\n'.join(copied))
 
     for i, patch in enumerate(patches):
@@ -311,10 +318,9 @@ def patched_files(path: Path) -> list[str]:
     return [line[6:].strip() for line in path.read_text().splitlines() if line.startswith('--- a/')]
 
 
-def copy_overlay(overlay: Path, dest: Path) -> list[str]:
+def copy_overlay(sources: list[tuple[Path, str]], dest: Path) -> list[str]:
     copied = []
-    for src in sorted(p for p in overlay.rglob('*') if p.is_file() and '__pycache__' not in p.parts):
-        rel = src.relative_to(overlay)
+    for src, rel in overlay_files(sources):
         target = dest / rel
         if target.exists():
             raise ApplyError(f'overlay file {rel} would replace an upstream file; change upstream files with a '
@@ -373,6 +379,7 @@ def parse_args(argv=None):
     p.add_argument('--cache', type=Path, default=Path(os.environ.get('YOLOV5_OVERLAY_CACHE') or default_cache()),
                    help='cache for the clone and the wheel (env YOLOV5_OVERLAY_CACHE)')
     p.add_argument('--overlay', type=Path, default=PROJECT / 'overlay', help=argparse.SUPPRESS)
+    p.add_argument('--models', type=Path, default=PROJECT / 'configs' / 'models', help=argparse.SUPPRESS)
     p.add_argument('--patches', type=Path, default=PROJECT / 'patches', help=argparse.SUPPRESS)
     p.add_argument('--check', action='store_true', help='verify that every patch applies; change nothing')
     p.add_argument('--force', action='store_true', help='rebuild even over uncommitted edits in --dest (lost!)')
@@ -391,7 +398,8 @@ def run(opt) -> int:
     with tempfile.TemporaryDirectory(prefix='.apply-', dir=dest.parent) as tmp:
         work = Path(tmp)
         baseline = get_baseline(opt.source, opt.repo, opt.cache.resolve(), work)
-        key = build_key(baseline, opt.overlay, patches)
+        sources = [(opt.overlay, '.'), (opt.models, 'models/overlay')]
+        key = build_key(baseline, sources, patches)
         if state in ('clean', 'dirty') and old_key == key and not opt.force:
             kept = ' (your uncommitted edits are kept)' if state == 'dirty' else ''
             log(f'{dest} is up to date ({baseline.source} baseline, {len(patches)} patches, key {key}){kept}')
@@ -401,7 +409,7 @@ def run(opt) -> int:
                              f'Save them first (e.g. `git -C {dest} diff > my.patch`, move runs/ away), '
                              'or re-run with --force to discard them')
         staged = work / 'tree'
-        build_tree(baseline, opt.overlay, patches, staged, key)  # fails before touching dest
+        build_tree(baseline, sources, patches, staged, key)  # fails before touching dest
         if opt.check:
             log(f'check passed: overlay and all {len(patches)} patches apply to the {baseline.source} baseline')
             return 0

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from overlay_import import overlay_module
+
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = PROJECT / 'configs' / 'models'
 
@@ -33,12 +35,16 @@ def import_tree(tree: Path):
 
 
 def resolve_cfg(name: str, tree: Path) -> Path:
-    for candidate in (Path(name), MODELS / f'{name}.yaml', MODELS / name, tree / 'models' / f'{name}.yaml',
-                      tree / 'models' / name):
-        if candidate.is_file():
-            return candidate
-    valid = sorted(p.stem for p in MODELS.glob('*.yaml')) + ['yolov5n', 'yolov5s', 'yolov5m', 'yolov5l', 'yolov5x']
-    raise SystemExit(f'bench: unknown model {name!r}; valid: {", ".join(valid)}')
+    # a path, or a name (with or without .yaml) in configs/models/ or the tree's models/, at any scale (yolov5n_EMA)
+    if Path(name).is_file():
+        return Path(name)
+    file = name if name.endswith(('.yaml', '.yml')) else f'{name}.yaml'
+    try:
+        return overlay_module('model_names').model_yaml(file, [MODELS, tree / 'models'])
+    except FileNotFoundError as e:
+        valid = sorted(p.stem for p in MODELS.glob('*.yaml')) + [f'yolov5{s}' for s in 'nsmlx']
+        raise SystemExit(f'bench: unknown model {name!r}: {e}; valid: {", ".join(valid)} (any of them at any scale: '
+                         f'yolov5n_EMA)') from None
 
 
 def sync(device):

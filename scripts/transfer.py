@@ -60,7 +60,9 @@ def main(argv=None) -> int:
     print(f'{"layer":>5}  {"type":<20} {"params":>9}  from checkpoint')
     for m in model.model:
         n = sum(x.numel() for x in m.parameters())
-        where = f'layer {t.pairs[m.i]}' if m.i in t.pairs else status.get(m.i, '-' if n == 0 else 'kept init')
+        partial = next((why for layer, why in t.partial if layer.index == m.i), None)
+        where = f'layer {t.pairs[m.i]}' + (f' (partial: {partial})' if partial else '') if m.i in t.pairs else \
+            status.get(m.i, '-' if n == 0 else 'kept init')
         print(f'{m.i:>5}  {type(m).__name__:<20} {n:>9}  {where}')
     print(t.summary(len(model.state_dict()), opt.source))
 

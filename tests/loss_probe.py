@@ -6,6 +6,7 @@ Saves the freshly initialised weights to WEIGHTS.pt if it does not exist, else l
 can be compared on the very same model. Works in the unpatched v7.0 tree too: the few modules it cannot
 import on today's stack get minimal stand-ins here, in this probe only.
 """
+import hashlib
 import json
 import sys
 import types
@@ -49,5 +50,6 @@ targets = torch.cat([torch.randint(0, 4, (n, 1), generator=g).float(), torch.ran
                      0.2 + 0.6 * torch.rand(n, 2, generator=g), 0.05 + 0.4 * torch.rand(n, 2, generator=g)], 1)
 loss, items = ComputeLoss(model)(model(imgs), targets)
 loss.backward()
-grad = sum(p.grad.double().pow(2).sum() for p in model.parameters() if p.grad is not None)
-print(json.dumps({'loss': loss.item().hex(), 'items': [x.hex() for x in items.tolist()], 'grad': float(grad).hex()}))
+grads = {name: hashlib.sha256(p.grad.numpy().tobytes()).hexdigest()[:16] for name, p in model.named_parameters()
+         if p.grad is not None}  # layer by layer: a change in one tensor cannot hide in a sum
+print(json.dumps({'loss': loss.item().hex(), 'items': [x.hex() for x in items.tolist()], 'grads': grads}))

@@ -237,7 +237,9 @@ def test_a_torchscript_file_says_it_runs_code(yolo, tmp_path, caplog):
     from models.common import DetectMultiBackend
     path = tmp_path / 'm.torchscript'
     torch.jit.script(torch.nn.Conv2d(3, 3, 1)).save(str(path), _extra_files={'config.txt': ''})
-    logger = logging.getLogger('yolov5')  # YOLOv5's logger does not propagate to the root one
+    # YOLOv5's logger does not propagate to the root one, and in-process tests before may have quieted it
+    caplog.set_level(logging.WARNING, logger='yolov5')
+    logger = logging.getLogger('yolov5')
     logger.addHandler(caplog.handler)
     try:
         DetectMultiBackend(str(path))
