@@ -10,7 +10,7 @@ SOURCE  ?= auto# where v7.0 comes from: auto | git | pypi (scripts/apply.py --so
 
 # train.py / val.py / detect.py options. CPU defaults: yolov5n at 320 px on BCCD (~14 min on 2 cores: docs/results/make-train-default.md).
 CFG     ?= yolov5n.yaml
-HYP     ?= hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml# base files, layered: upstream's + lr0 0.02
+HYP     ?= hyp.scratch-low.yaml# base files, layered (from scratch: hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml)
 VARIANT ?=# hyp variant on HYP: a name in configs/hyps/ (eiou, varifocal, ema-off, ...) or a file
 DATA    ?= configs/data/bccd.yaml
 EPOCHS  ?= 40

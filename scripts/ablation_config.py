@@ -107,8 +107,8 @@ def find_cfg(abl: dict, v: dict) -> Path:
     try:  # a name in configs/models/ or yolov5/models/, at any scale (yolov5n_EMA.yaml)
         return model_names.model_yaml(Path(v['cfg']).name, [PROJECT / 'configs' / 'models', abl['tree'] / 'models'])
     except FileNotFoundError as e:
-        raise AblationError(f'variant {v["name"]}: model YAML {v["cfg"]!r}: {e} (paths are relative to the project, '
-                            'or a name in configs/models/ or yolov5/models/, at any scale)') from None
+        raise AblationError(f'variant {v["name"]}: model YAML {v["cfg"]!r} not found ({e}; paths are relative to the '
+                            'project, or a name in configs/models/ or yolov5/models/, at any scale)') from None
 
 
 def variant_dir(abl: dict, v: dict) -> Path:

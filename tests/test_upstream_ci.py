@@ -1,5 +1,8 @@
 """YOLOv5 v7.0's own CI (.github/workflows/ci-testing.yml at the pinned commit) on the patched tree, offline.
 
+`make test` runs its core (train, val and predict of every task, PyTorch Hub) and its Benchmarks job (every export
+format, each checked against PyTorch's score); `make test-all` runs every line of the workflow.
+
 The same steps, in the same order, with these adaptations only: a tiny dataset for each task made on the spot
 instead of coco128 / coco128-seg / mnist160; the "official weights" trained here for one epoch instead of
 downloaded; explicit --project folders; hubconf.py's demo run on the local images of its list (its list also
@@ -13,7 +16,7 @@ import subprocess
 import pytest
 from conftest import PROJECT, PY, SCRIPT_ENV, classification_data, segmentation_data
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # the whole workflow: make test-all; make test runs its core (every task) and benchmarks
 
 
 def step(tree, *args, timeout=600):
@@ -25,10 +28,12 @@ def step(tree, *args, timeout=600):
     return r
 
 
+@slow
 def test_check_environment(tree):
     assert 'Setup complete' in step(tree, '-c', 'import utils; utils.notebook_init()').stdout
 
 
+@slow
 def test_detection(tree, tiny_data, tmp_path):
     runs, test_images = tmp_path / 'runs', tiny_data.parent / 'images' / 'test'
     common = ['--imgsz', 64, '--batch', 32, '--epochs', 1, '--device', 'cpu', '--data', tiny_data, '--workers', 0]
@@ -58,6 +63,7 @@ def test_detection(tree, tiny_data, tmp_path):
                      f'    torch.jit.trace(model, [im])\n')
 
 
+@slow
 def test_segmentation(tree, tiny_data, tmp_path):
     data, runs = segmentation_data(tiny_data, tmp_path / 'seg'), tmp_path / 'runs'
     common = ['--imgsz', 64, '--batch', 32, '--epochs', 1, '--device', 'cpu', '--data', data, '--workers', 0]
@@ -83,6 +89,7 @@ def test_segmentation(tree, tiny_data, tmp_path):
          tiny_data.parent / 'images' / 'test', '--project', runs / 'predict-onnx')
 
 
+@slow
 def test_classification(tree, tiny_data, tmp_path):
     data, runs = classification_data(tmp_path / 'cls'), tmp_path / 'runs'
     common = ['--imgsz', 32, '--data', data, '--epochs', 1, '--workers', 0, '--batch-size', 8]
@@ -107,6 +114,30 @@ def test_classification(tree, tiny_data, tmp_path):
     step(tree, 'export.py', '--weights', m, '--include', 'onnx', '--img', 224)
     step(tree, 'classify/predict.py', '--weights', m.with_suffix('.onnx'), '--img', 224, '--source',
          'data/images/bus.jpg', '--project', runs / 'predict-onnx')
+
+
+def test_core_every_task_through_the_stock_scripts(tree, tiny_data, seg_data, cls_data, tmp_path):
+    # one train (1 epoch), val and predict per task, and a checkpoint through PyTorch Hub, as the workflow runs them
+    runs, images = tmp_path / 'runs', tiny_data.parent / 'images' / 'test'
+    common = ['--imgsz', 64, '--batch', 16, '--epochs', 1, '--device', 'cpu', '--workers', 0, '--project', runs]
+    step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', '--data', tiny_data, *common, '--name', 'det')
+    det = runs / 'det' / 'weights' / 'best.pt'
+    step(tree, 'val.py', '--imgsz', 64, '--weights', det, '--data', tiny_data, '--project', runs / 'val')
+    step(tree, 'detect.py', '--imgsz', 64, '--weights', det, '--source', images, '--project', runs / 'detect')
+    step(tree, '-c', f'import torch; m = torch.hub.load(".", "custom", path={str(det)!r}, source="local")\n'
+                     f'print(m("data/images/bus.jpg"))')
+    step(tree, 'segment/train.py', '--weights', '', '--cfg', 'yolov5n-seg.yaml', '--data', seg_data, *common,
+         '--name', 'seg')
+    seg = runs / 'seg' / 'weights' / 'best.pt'
+    step(tree, 'segment/val.py', '--imgsz', 64, '--weights', seg, '--data', seg_data, '--project', runs / 'val')
+    step(tree, 'segment/predict.py', '--imgsz', 64, '--weights', seg, '--source', images, '--project', runs / 'pred')
+    step(tree, 'classify/train.py', '--model', det, '--data', cls_data, '--imgsz', 32, '--epochs', 1, '--workers', 0,
+         '--batch-size', 8, '--project', runs, '--name', 'cls')
+    cls = runs / 'cls' / 'weights' / 'best.pt'
+    step(tree, 'classify/val.py', '--imgsz', 32, '--weights', cls, '--data', cls_data, '--project', runs / 'val')
+    r = step(tree, 'classify/predict.py', '--imgsz', 32, '--weights', cls, '--source',
+             next((cls_data / 'test' / 'disc').glob('*.png')), '--project', runs / 'pred')
+    assert 'disc' in r.stdout + r.stderr or 'square' in r.stdout + r.stderr
 
 
 def self_labelled_data(tree, weights, dest, img):
