@@ -15,7 +15,7 @@ model_names = overlay_module('model_names')  # what train.py --cfg yolov5n_EMA.y
 SCALES = model_names.SCALES
 SHARED_KEYS = {'name', 'out', 'data', 'img', 'epochs', 'batch', 'weights', 'seeds', 'device', 'hyp', 'scale',
                'baseline', 'variants', 'workers', 'tree', 'args', 'paired_init'}
-VARIANT_KEYS = {'name', 'cfg', 'hyp', 'hyp_file', 'scale', 'transfer'}
+VARIANT_KEYS = {'name', 'cfg', 'hyp', 'hyp_file', 'scale', 'transfer', 'against'}
 TRANSFERS = ('structure', 'name')  # train.py --transfer: by architecture (ours), or by tensor name (v7.0's)
 DEFAULTS = {'img': 640, 'epochs': 100, 'batch': 16, 'weights': '', 'seeds': [0], 'device': '', 'workers': 8, 'args': [],
             'hyp': 'hyp.scratch-low.yaml', 'paired_init': True}
@@ -79,6 +79,10 @@ def load_ablation(path: Path, out: Path | None = None) -> dict:
     abl.setdefault('baseline', names[0])
     if abl['baseline'] not in names:
         raise AblationError(f'baseline {abl["baseline"]!r} is not a variant; variants: {names}')
+    for v in abl['variants']:  # compared with another variant than the baseline (report)
+        if 'against' in v and (v['against'] not in names or v['against'] == v['name']):
+            raise AblationError(f'variant {v["name"]}: against {v["against"]!r} is not another variant; variants: '
+                                f'{names}')
     return abl
 
 

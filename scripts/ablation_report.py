@@ -74,17 +74,24 @@ def seeds_to_resolve(diffs) -> float:
     return math.inf
 
 
-def paired(runs: pd.DataFrame, order: list[str], baseline: str) -> pd.DataFrame:
-    """Per variant: seeds shared with the baseline, and for each metric the mean paired difference, its interval,
-    the verdict and the seeds needed to resolve it."""
+def references(abl: dict) -> dict:
+    """{variant: the variant it is compared with}: the baseline, or the one its `against:` names (EMA with v7.0's
+    transfer against EMA with ours)."""
+    return {v['name']: v.get('against', abl['baseline']) for v in abl['variants']}
+
+
+def paired(runs: pd.DataFrame, order: list[str], baseline: str, against: dict | None = None) -> pd.DataFrame:
+    """Per variant: seeds shared with its reference (the baseline unless `against` says otherwise), and for each
+    metric the mean paired difference, its interval, the verdict and the seeds needed to resolve it."""
     wide = {m: runs.pivot_table(index='seed', columns='variant', values=m) for m in METRICS}
     rows = []
     for v in order:
-        if v == baseline or v not in wide[PRIMARY] or baseline not in wide[PRIMARY]:
+        ref = (against or {}).get(v, baseline)
+        if v == ref or v not in wide[PRIMARY] or ref not in wide[PRIMARY]:
             continue
-        row = {'variant': v}
+        row = {'variant': v, 'against': ref}
         for m in METRICS:
-            d = (wide[m][v] - wide[m][baseline]).dropna()
+            d = (wide[m][v] - wide[m][ref]).dropna()
             mean, low, high = interval(d)
             row.update({'pairs': len(d), f'd_{m}': mean, f'd_{m}_low': low, f'd_{m}_high': high,
                         f'verdict_{m}': verdict(len(d), low, high), f'seeds_{m}': seeds_to_resolve(d)})
@@ -114,7 +121,7 @@ def _seeds(n):
 
 def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
     order = [v['name'] for v in abl['variants']]
-    summary, diffs = per_variant(runs, order), paired(runs, order, abl['baseline'])
+    summary, diffs = per_variant(runs, order), paired(runs, order, abl['baseline'], references(abl))
     lines = [f'# Ablation: {abl["name"]}', '',
              f'Data {abl["data"]}, {abl["img"]} px, {abl["epochs"]} epochs, batch {abl["batch"]}, weights '
              f'{abl["weights"] or "none (from scratch)"}; {len(runs)} runs, seeds '
@@ -137,7 +144,8 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
               '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | seeds to resolve '
               '(mAP50-95) |', '|---|---|---|---|---|---|---|']
     for v, r in diffs.iterrows():
-        lines.append(f"| {v} | {r['pairs']} | {_ci(r['d_mAP50'], r['d_mAP50_low'], r['d_mAP50_high'])} | "
+        label = v if r['against'] == abl['baseline'] else f'{v} (against `{r["against"]}`)'
+        lines.append(f"| {label} | {r['pairs']} | {_ci(r['d_mAP50'], r['d_mAP50_low'], r['d_mAP50_high'])} | "
                      f"{r['verdict_mAP50']} | {_ci(r['d_mAP50-95'], r['d_mAP50-95_low'], r['d_mAP50-95_high'])} | "
                      f"{r['verdict_mAP50-95']} | {_seeds(r['seeds_mAP50-95'])} |")
     if diffs.empty:
@@ -158,7 +166,7 @@ def plot_variants(abl: dict, runs: pd.DataFrame, out: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     order = [v['name'] for v in abl['variants'] if v['name'] in set(runs['variant'])]
-    diffs = paired(runs, order, abl['baseline'])
+    diffs = paired(runs, order, abl['baseline'], references(abl))
     fig, (left, right) = plt.subplots(1, 2, figsize=(max(9, 1.4 * len(order) + 4), 4.5))
     for x, v in enumerate(order):
         values = runs.loc[runs['variant'] == v, PRIMARY]
@@ -175,7 +183,7 @@ def plot_variants(abl: dict, runs: pd.DataFrame, out: Path) -> None:
             err = [[m - lo], [hi - m]] if not np.isnan(lo) else None  # one seed: no interval
             right.errorbar([m], [y], xerr=err, fmt='o', color=color, capsize=4)
         right.axvline(0, color='black', lw=0.8)
-        right.set_yticks(ys, diffs.index)
+        right.set_yticks(ys, [v if r == abl['baseline'] else f'{v}\nvs {r}' for v, r in diffs['against'].items()])
     right.set_xlabel(f'Δ {PRIMARY} vs {abl["baseline"]} (paired by seed)')
     right.set_title(f'Paired difference, {CONFIDENCE:.0%} interval\n(green: better, red: worse, gray: no evidence)')
     fig.tight_layout()
