@@ -30,7 +30,7 @@ def test_make_train_launches_ddp_with_one_process_per_gpu(device, gpus):
 
 def test_make_train_layers_the_variant_on_the_base():
     cmd = train_command('VARIANT=eiou')
-    assert cmd[cmd.index('--hyp') + 1] == 'hyp.scratch-low.yaml,configs/hyps/scratch-short.yaml,configs/hyps/eiou.yaml'
+    assert cmd[cmd.index('--hyp') + 1] == 'hyp.scratch-low.yaml,configs/hyps/eiou.yaml'
     cmd = train_command('HYP=my/base.yaml', 'VARIANT=my/v.yaml')
     assert cmd[cmd.index('--hyp') + 1] == 'my/base.yaml,my/v.yaml'
 
@@ -69,3 +69,20 @@ def test_make_data_without_src_is_bccd_and_train_needs_it_only_for_bccd():
     assert data_commands('val', 'DATA=configs/data/mine.yaml') == []
     assert data_commands('detect', 'SOURCE_IMAGES=my/pictures') == []
     assert data_commands('train', 'SRC=somewhere') == [bccd]  # SRC is for make data alone
+
+
+def test_make_train_fine_tunes_yolov5n_by_default_and_empty_weights_train_from_scratch():
+    cmd = train_command()
+    assert cmd[cmd.index('--weights') + 1] == 'yolov5n.pt' and cmd[cmd.index('--hyp') + 1] == 'hyp.scratch-low.yaml'
+    cmd = train_command('WEIGHTS=')
+    assert cmd[cmd.index('--weights') + 1] == ''
+
+
+def test_make_train_first_copies_the_released_weights_from_shared():
+    shared = PROJECT.parent / 'shared' / 'weights' / 'yolov5n.pt'
+    if not shared.exists():
+        pytest.skip('needs ../shared/weights/yolov5n.pt')
+    out = make_n('train', '-W', '../shared/weights/yolov5n.pt')  # as if the copy were out of date
+    assert 'scripts/copy_weights.py ../shared/weights/yolov5n.pt --to weights' in out
+    assert 'copy_weights' not in make_n('train', 'WEIGHTS=runs/train/exp/weights/best.pt', '-W',
+                                        '../shared/weights/yolov5n.pt')
