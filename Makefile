@@ -45,7 +45,7 @@ STAMP_DATA := datasets/BCCD/.converted
 DATA_DEPS := $(if $(filter configs/data/bccd.yaml,$(DATA)),$(STAMP_DATA))
 DETECT_DEPS := $(if $(filter datasets/BCCD/%,$(SOURCE_IMAGES)),$(STAMP_DATA))
 # a released weights name (yolov5n.pt) that ../shared holds: copy it into weights/ first (train.py finds it there)
-WEIGHTS_DEPS := $(if $(and $(WEIGHTS),$(findstring /,$(WEIGHTS))),,$(if $(wildcard $(SHARED_WEIGHTS)/$(WEIGHTS)),weights/$(WEIGHTS)))
+WEIGHTS_DEPS := $(if $(WEIGHTS),$(if $(findstring /,$(WEIGHTS)),,$(if $(wildcard $(SHARED_WEIGHTS)/$(WEIGHTS)),weights/$(WEIGHTS))))
 
 .PHONY: help setup apply check data weights train val detect export diff test test-all bench ablate report clean distclean
 
