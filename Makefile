@@ -47,7 +47,10 @@ DETECT_DEPS := $(if $(filter datasets/BCCD/%,$(SOURCE_IMAGES)),$(STAMP_DATA))
 # a released weights name (yolov5n.pt) that ../shared holds: copy it into weights/ first (train.py finds it there)
 WEIGHTS_DEPS := $(if $(WEIGHTS),$(if $(findstring /,$(WEIGHTS)),,$(if $(wildcard $(SHARED_WEIGHTS)/$(WEIGHTS)),weights/$(WEIGHTS))))
 
-.PHONY: help setup apply check data weights train val detect export diff test test-all bench ablate report clean distclean
+# the optional Ray extra (ablate.py --executor ray), installed into the same venv
+STAMP_RAY := $(VENV)/.installed-ray
+
+.PHONY: help setup setup-ray apply check data weights train val detect export diff test test-all bench ablate report clean distclean
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -57,6 +60,11 @@ $(STAMP_VENV): requirements.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+setup-ray: $(STAMP_RAY)  ## optional: Ray for `ablate.py run --executor ray` (requirements-ray.txt)
+$(STAMP_RAY): requirements-ray.txt $(STAMP_VENV)
+	$(PY) -m pip install -q -r requirements-ray.txt
 	touch $@
 
 apply: $(STAMP_VENV)  ## build yolov5/: pinned v7.0 + overlay + patches (idempotent)
@@ -105,7 +113,7 @@ diff: apply  ## what this project changed against upstream v7.0
 	@echo "full diff: git -C $(TREE) diff upstream"
 
 test: $(STAMP_VENV)  ## the test suite (fast tests and the end-to-end runs; no GPU, no network)
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q tests -m "not slow" --durations=15
 
 test-all: $(STAMP_VENV)  ## every test, the slow ones too
 	$(PY) -m pytest -q tests

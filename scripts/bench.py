@@ -166,7 +166,7 @@ def print_model_table(device, rows, opt):
 
 def print_provenance(opt, argv):
     # what produced the tables, so that a pasted table says where it came from
-    from ablation_records import provenance
+    from ablation.records import provenance
     p = provenance(opt.tree.resolve(), opt.device)
     args = ' '.join(sys.argv[1:] if argv is None else argv)
     commit = p['commit'][:12] + ('-dirty' if p['commit'].endswith('-dirty') else '')

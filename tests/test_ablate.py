@@ -11,9 +11,11 @@ import yaml
 from conftest import PROJECT, PY, SCRIPT_ENV, crash_train, row_epoch
 
 import ablate
-import ablation_config
-import ablation_records
-import ablation_report
+from ablation import config as ablation_config
+from ablation import prepare
+from ablation import records as ablation_records
+from ablation import report as ablation_report
+from ablation import run as one_run
 
 T_975 = {1: 12.706204736174696, 2: 4.302652729911275}  # Student t quantiles, from tables
 
@@ -92,12 +94,12 @@ def test_interrupted_run_resumes_with_every_epoch_once(tree, tmp_path):
     """eiou's train.py dies between epoch 1's results row and its checkpoint (deterministically, tests/crash_train.py);
     `run` resumes it and the run ends as an uninterrupted one: epochs 0, 1, 2 once each, in results and record."""
     path = write_ablation(tmp_path, tree, epochs=3, img=64)
-    abl = ablate.load_ablation(path)
-    data, _, inits = ablate.prepare(abl, abl['seeds'])
+    abl = ablation_config.load_ablation(path)
+    job = prepare.prepare(abl, ablation_config.plan(abl))
     run = next(r for r in ablation_config.plan(abl) if r.variant['name'] == 'eiou')
     run.folder.mkdir(parents=True)
-    crash_train(tree, 'results', 1, *ablate.train_command(run, abl, data, 'cpu', str(inits[0]))[2:])
-    assert ablate.run_state(run) == 'interrupted'
+    crash_train(tree, 'results', 1, *one_run.train_command(run, abl, job.data, 'cpu', str(job.inits[0]))[2:])
+    assert one_run.run_state(run) == 'interrupted'
     r = ablate_cli('run', path, '--shard', '2/2')  # eiou's share only: the baseline need not train here
     assert r.returncode == 0, r.stderr[-3000:]
     assert '--resume' in (run.folder / 'train.log').read_text()
@@ -247,9 +249,9 @@ def test_records_merge_across_folders_and_conflicts_are_named(tmp_path):
 
 def test_presets_are_valid(tree, tmp_path):
     for preset in sorted((PROJECT / 'configs' / 'ablations').glob('*.yaml')):
-        abl = ablate.load_ablation(preset, out=tmp_path / preset.stem)
+        abl = ablation_config.load_ablation(preset, out=tmp_path / preset.stem)
         abl['tree'] = tree
-        ablate.check_variants(abl)
+        prepare.check_variants(abl)
 
 
 @pytest.mark.parametrize('results', sorted((PROJECT / 'docs' / 'results').glob('*/results.md')),

@@ -53,7 +53,7 @@ def test_train_py_and_transfer_py_take_a_scaled_name(tree, tiny_data, tmp_path):
 
 
 def test_bench_and_ablations_resolve_the_same_names(tree, tmp_path):
-    import ablation_config
+    from ablation import config as ablation_config
     import bench
     from overlay_import import overlay_module
     assert ablation_config.SCALES == overlay_module('model_names').SCALES == SCALES  # one table, upstream's values

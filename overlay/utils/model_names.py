@@ -5,7 +5,7 @@
 # depth and width, and so for every YAML named yolov5<letter><rest> and every letter of n s m l x. The YAMLs are
 # found where check_file looks (the tree's data/, models/, utils/; the project's configs/models/ is copied to
 # models/overlay/), the scaled one is written to a temporary file of the requested name, and a name that matches
-# nothing is an error with the closest names. No tree import: scripts/ablation_config.py uses it too.
+# nothing is an error with the closest names. No tree import: scripts/ablation/config.py uses it too.
 import difflib
 import re
 import tempfile

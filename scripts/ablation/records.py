@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablation_config import PROJECT, AblationError, settings
+from .config import PROJECT, AblationError, settings
 
 RECORD_VERSION = 1
 EPOCH_COLUMNS = {'metrics/precision': 'P', 'metrics/recall': 'R', 'metrics/mAP_0.5': 'mAP50',
@@ -52,11 +52,18 @@ def device_name(device: str) -> str:
     return f'CPU: {cpu_name()}, {cores} cores'
 
 
-def provenance(tree: Path, device: str) -> dict:
+def provenance(tree: Path, device: str, executor: str | None = None) -> dict:
+    """Where a run ran; `executor` (local, a Ray node, a SLURM array task) and the GPUs the engine made visible are
+    added when given."""
+    import os
+
     import torch
-    return {'commit': git_commit(PROJECT), 'tree_commit': git_commit(tree), 'machine': socket.gethostname(),
-            'platform': platform.platform(), 'device': device_name(device), 'torch': torch.__version__,
-            'python': platform.python_version(), 'date': datetime.now(timezone.utc).isoformat(timespec='seconds')}
+    p = {'commit': git_commit(PROJECT), 'tree_commit': git_commit(tree), 'machine': socket.gethostname(),
+         'platform': platform.platform(), 'device': device_name(device), 'torch': torch.__version__,
+         'python': platform.python_version(), 'date': datetime.now(timezone.utc).isoformat(timespec='seconds')}
+    if executor:
+        p.update(executor=executor, cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'))
+    return p
 
 
 def epoch_curve(results_csv: Path) -> list[dict]:

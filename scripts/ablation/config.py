@@ -1,4 +1,5 @@
-"""Ablation YAMLs (configs/ablations/*.yaml): loading, each variant's model and hyp files, the runs and shards."""
+"""Ablation YAMLs (configs/ablations/*.yaml): loading, each variant's model and hyp files, the runs in their stable
+order, shards and single runs (--index)."""
 from __future__ import annotations
 
 import os
@@ -10,15 +11,15 @@ import yaml
 
 from overlay_import import overlay_module
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 model_names = overlay_module('model_names')  # what train.py --cfg yolov5n_EMA.yaml does, the same code
 SCALES = model_names.SCALES
 SHARED_KEYS = {'name', 'out', 'data', 'img', 'epochs', 'batch', 'weights', 'seeds', 'device', 'hyp', 'scale',
-               'baseline', 'variants', 'workers', 'tree', 'args', 'paired_init'}
+               'baseline', 'variants', 'workers', 'tree', 'args', 'paired_init', 'cpus_per_run'}
 VARIANT_KEYS = {'name', 'cfg', 'hyp', 'hyp_file', 'scale', 'transfer', 'against'}
 TRANSFERS = ('structure', 'name')  # train.py --transfer: by architecture (ours), or by tensor name (v7.0's)
 DEFAULTS = {'img': 640, 'epochs': 100, 'batch': 16, 'weights': '', 'seeds': [0], 'device': '', 'workers': 8, 'args': [],
-            'hyp': 'hyp.scratch-low.yaml', 'paired_init': True}
+            'hyp': 'hyp.scratch-low.yaml', 'paired_init': True, 'cpus_per_run': 1}
 # What a run's result depends on besides its variant and seed: records that differ here are not comparable
 SETTINGS = ('data', 'img', 'epochs', 'batch', 'weights', 'workers', 'args', 'paired_init')
 # How every run is measured: NMS never gives up part of a validation batch (utils/nms_time.py), whatever the machine
@@ -62,6 +63,9 @@ def load_ablation(path: Path, out: Path | None = None) -> dict:
     abl.setdefault('data', 'tiny')
     abl['seeds'] = abl['seeds'] if isinstance(abl['seeds'], list) else [abl['seeds']]
     abl['hyp'] = hyp_list(abl['hyp'])
+    if not isinstance(abl['cpus_per_run'], int) or isinstance(abl['cpus_per_run'], bool) or abl['cpus_per_run'] < 1:
+        raise AblationError(f'{path.name}: cpus_per_run {abl["cpus_per_run"]!r} is not a whole number >= 1 (the CPUs '
+                            'each run reserves on Ray or SLURM)')
     names = [v.get('name') for v in abl['variants']]
     for i, v in enumerate(abl['variants']):
         label = v.get('name') or f'#{i}'
@@ -175,5 +179,30 @@ def shard_of(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
     return [r for j, r in enumerate(runs) if j % n == i - 1]
 
 
+def run_at(runs: list[Run], index: int) -> Run:
+    """Run `index` (0-based) of the plan's stable order, the order --shard deals from: a SLURM array task's run."""
+    if not 0 <= index < len(runs):
+        raise AblationError(f'--index {index}: the grid has {len(runs)} runs, valid indices 0 to {len(runs) - 1}')
+    return runs[index]
+
+
 def settings(abl: dict) -> dict:
     return {**{k: (str(abl[k]) if k == 'data' else abl[k]) for k in SETTINGS}, 'environment': MEASUREMENT_ENV}
+
+
+def devices_of(abl: dict) -> list[str]:
+    d = abl['device']
+    return [str(x) for x in d] if isinstance(d, list) else [str(d)]
+
+
+def needs_gpu(abl: dict) -> bool:
+    """Whether a run asks Ray or SLURM for a GPU: any device but 'cpu' ('' is a GPU if there is one)."""
+    return any(d.strip().lower() != 'cpu' for d in devices_of(abl))
+
+
+def cluster_device(abl: dict) -> str:
+    """train.py's --device for a run that Ray or SLURM gave one GPU: that GPU is the only one the run sees (both set
+    CUDA_VISIBLE_DEVICES), so it is device 0; 'cpu' stays on the CPU, '' (first GPU if any) stays ''."""
+    if not needs_gpu(abl):
+        return 'cpu'
+    return '' if devices_of(abl) == [''] else '0'

@@ -1,6 +1,7 @@
 """Ablation report from run records: per-variant mean ± std, paired differences against the baseline (same seed =
 same data order and, where the architecture allows, same initial weights) with 95% t intervals and a verdict, the
-seeds needed to resolve each difference, and two figures."""
+seeds needed to resolve each difference, and two figures; written by the driver from records only, whichever
+executor trained them."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .config import PROJECT
+from .records import git_commit, read_records
 
 METRICS = ('mAP50', 'mAP50-95')
 PRIMARY = 'mAP50-95'
@@ -214,3 +218,24 @@ def plot_epochs(abl: dict, records: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / 'map_per_epoch.png', dpi=150)
     plt.close(fig)
+
+
+def write_report(abl: dict, extra=(), command: str = '') -> None:
+    """results.md, results.csv and the two figures in the ablation's folder, from its records (and `extra` folders)."""
+    records, notes = read_records(abl, extra)
+    out = abl['out']
+    for n in notes:
+        print(f'ablate: {n}')
+    if not records:
+        print(f'ablate: no finished runs in {out} yet; nothing to report')
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs_table(records)
+    runs.to_csv(out / 'results.csv', index=False)
+    header = (f'Report: `{command}` at commit {short_commit(git_commit(PROJECT))}; records in `records/` (one per run, '
+              f'with the commit, machine, device and torch version that produced it).')
+    (out / 'results.md').write_text(markdown(abl, runs, notes).replace('\n\n', f'\n\n{header}\n\n', 1))
+    plot_variants(abl, runs, out)
+    plot_epochs(abl, records, out)
+    print(f'ablate: report in {out}: results.md, results.csv, map_per_variant.png, map_per_epoch.png')
+    print((out / 'results.md').read_text())
