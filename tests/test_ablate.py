@@ -218,6 +218,10 @@ def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_p
             'on m (CPU: test, torch t): 15 runs.') in md
     first = table_rows(md.split('## Against')[0], 'variant')
     assert first['base']['mAP50-95'] == '0.320 ± 0.020' and first['two']['seeds'] == '2'
+    # a table filled over sittings says which rows lack seeds (a variant with no record yet included)
+    assert 'Not complete yet (seeds with a record, of the 3 the YAML asks for): two (2 of 3), one (1 of 3).' in md
+    abl['variants'].append({'name': 'later', 'cfg': 'x.yaml'})
+    assert 'two (2 of 3), one (1 of 3), later (0 of 3).' in ablation_report.markdown(abl, runs)
     ablation_report.plot_variants(abl, runs, tmp_path)
     ablation_report.plot_epochs(abl, records, tmp_path)
     assert (tmp_path / 'map_per_variant.png').stat().st_size > 0 and (tmp_path / 'map_per_epoch.png').exists()

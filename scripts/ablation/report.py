@@ -123,6 +123,16 @@ def _seeds(n):
     return '-' if pd.isna(n) else f'> {MAX_SEEDS}' if math.isinf(n) else str(int(n))
 
 
+def missing_runs(abl: dict, runs: pd.DataFrame) -> list[str]:
+    """A line naming the variants whose seeds are not all in the records yet (a table filled over sittings)."""
+    have = runs.groupby('variant')['seed'].apply(set).to_dict()
+    seeds = set(abl['seeds'])
+    short = [f"{v['name']} ({len(have.get(v['name'], set()) & seeds)} of {len(seeds)})" for v in abl['variants']
+             if not seeds <= have.get(v['name'], set())]
+    return ['', f'Not complete yet (seeds with a record, of the {len(seeds)} the YAML asks for): {", ".join(short)}.'] \
+        if short else []
+
+
 def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
     order = [v['name'] for v in abl['variants']]
     summary, diffs = per_variant(runs, order), paired(runs, order, abl['baseline'], references(abl))
@@ -139,6 +149,7 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
         cells = [_pm(r[f'{m}_mean'], r[f'{m}_std']) for m in ('P', 'R', 'mAP50', 'mAP50-95')]
         cells += [_pm(r[f'{m}_mean'], r[f'{m}_std'], 1) for m in ('train_min', 'infer_ms')]
         lines.append(f"| {v} | {int(r['seeds'])} | {size} | {' | '.join(cells)} |")
+    lines += missing_runs(abl, runs)
     lines += ['', f'## Against `{abl["baseline"]}`, seed by seed', '',
               f'Each variant\'s seed k is compared with the baseline\'s seed k (same data order and augmentation, same '
               f'initial weights for the layers both models share). Δ = variant - baseline, mean over seeds with its '
