@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ import yaml
 from conftest import PROJECT, PY, SCRIPT_ENV
 
 from ablation import config
+from standin.events import Timeout, wait_exit, wait_for_files
 from ablation.executors import slurm as slurm_executor
 
 REQUIRED = os.environ.get('ABLATE_ENGINES') == 'required'
@@ -33,13 +33,19 @@ def need(ok, reason):
         (pytest.fail if REQUIRED else pytest.skip)(reason)
 
 
-def wait_until(condition, what, timeout=WAIT):
-    """Poll an engine's state (files a run writes, a process, squeue) until it holds; fail after `timeout`."""
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert time.time() < deadline, f'gave up waiting for {what} after {timeout} s'
-        time.sleep(0.1)
-    return value
+def wait_event(folder, kind, what):
+    """The stand-in's `kind` events once there is one: blocks until a file lands in its events folder."""
+    try:
+        return wait_for_files(folder, lambda: events(folder, kind), what, WAIT)
+    except Timeout as e:
+        pytest.fail(str(e))
+
+
+def wait_dead(pid, what):
+    try:
+        wait_exit(pid, what, WAIT)
+    except Timeout as e:
+        pytest.fail(str(e))
 
 
 def ray_env(**extra):
@@ -69,7 +75,7 @@ def standin(tree, tmp_path_factory):
     for entry in tree.iterdir():
         if entry.name not in ('train.py', 'val.py', '.git'):
             (dest / entry.name).symlink_to(entry)
-    for script in ('train.py', 'val.py'):
+    for script in ('train.py', 'val.py', 'events.py'):
         shutil.copy(STANDIN / script, dest / script)
 
     def control(name, **settings):
@@ -139,7 +145,7 @@ def test_ray_two_gpus_a_killed_worker_and_the_same_table_as_local(standin, local
     ev = standin.control('ray', barrier=2, hold=True)
     driver = ablate_bg('run', path, '--executor', 'ray',
                        env=ray_env(RAY_OVERRIDE_RESOURCES=json.dumps({'CPU': 2, 'GPU': 2})))
-    (held,) = wait_until(lambda: events(ev, 'held'), 'a run to hold')
+    (held,) = wait_event(ev, 'held', 'a run to hold')
     os.kill(held['ppid'], signal.SIGKILL)  # the Ray worker running the held run
     out, err = driver.communicate(timeout=WAIT)
     assert driver.returncode == 0, out[-3000:] + err[-3000:]
@@ -205,7 +211,7 @@ def test_ray_cluster_loses_a_node_mid_run_a_failed_run_is_reported_and_ctrl_c_ca
         path = ablation_yaml(tmp_path, standin.path, 'cluster', device=[0])
         ev = standin.control('node', hold=True, fail=['eiou-s0'])
         driver = ablate_bg('run', path, '--executor', 'ray', '--address', cluster.address, env=ray_env())
-        (held,) = wait_until(lambda: events(ev, 'held'), 'a run to hold')
+        (held,) = wait_event(ev, 'held', 'a run to hold')
         # the node goes mid-run (its raylet stopped: Ray knows at once; a node that crashes is declared dead after
         # Ray's health checks, some 15 s, and then the same follows)
         cluster.remove_node(doomed, allow_graceful=True)
@@ -222,11 +228,11 @@ def test_ray_cluster_loses_a_node_mid_run_a_failed_run_is_reported_and_ctrl_c_ca
 
         ev = standin.control('ctrl-c', hold=True)  # eiou-s0 trains again (it has no record) and holds
         driver = ablate_bg('run', path, '--executor', 'ray', '--address', cluster.address, env=ray_env())
-        (held,) = wait_until(lambda: events(ev, 'held'), 'a run to hold')
+        (held,) = wait_event(ev, 'held', 'a run to hold')
         driver.send_signal(signal.SIGINT)
         out, err = driver.communicate(timeout=WAIT)
         assert driver.returncode == 130 and 'cancelled 1 of 1 Ray task' in out, out[-3000:] + err[-3000:]
-        wait_until(lambda: dead(held['pid']), 'the cancelled run to stop')
+        wait_dead(held['pid'], 'the cancelled run to stop')
         assert list(records(tmp_path / 'cluster')) == ['baseline-s0']
     finally:
         cluster.shutdown()
@@ -296,12 +302,15 @@ def slurm_cluster(tmp_path_factory):
                     ['slurmctld', '-D', '-i'], ['slurmd', '-D', '-N', 'ablnode']):
             with open(d / f'{cmd[0]}.out', 'w') as log:
                 daemons.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-            if cmd[0] == 'munged':
-                wait_until(lambda: (d / 'munge.socket').exists() or daemons[0].poll() is not None, 'munged')
-        wait_until(lambda: subprocess.run(['sinfo', '-h', '-n', 'ablnode', '-o', '%t'], env=env, capture_output=True,
-                                          text=True).stdout.strip() == 'idle' or any(p.poll() is not None
-                                                                                     for p in daemons),
-                   'the SLURM node to be idle', timeout=30)
+            if cmd[0] == 'munged':  # its socket, before SLURM's daemons authenticate through it
+                wait_for_files(d, lambda: (d / 'munge.socket').exists() or daemons[0].poll() is not None, 'munged',
+                               WAIT)
+        # SLURM says when it is ready: a job that runs once the node has registered (sbatch itself retries while
+        # slurmctld starts listening)
+        ready = subprocess.run(['sbatch', '--wait', '--output=/dev/null', '--wrap=true'], env=env, capture_output=True,
+                               text=True, timeout=WAIT)
+        assert ready.returncode == 0, ready.stderr + ''.join((d / f'{p.args[0]}.out').read_text()[-1000:]
+                                                             for p in daemons)
         dead_ones = [p.args[0] for p in daemons if p.poll() is not None]
         assert not dead_ones, f'{dead_ones} exited: ' + ''.join((d / f'{n}.out').read_text()[-2000:] for n in dead_ones)
         yield SimpleNamespace(env=env, dir=d)
@@ -316,9 +325,11 @@ def slurm_cluster(tmp_path_factory):
                 p.wait()
 
 
-def squeue(job, env):
-    return subprocess.run(['squeue', '-h', '-j', job, '-o', '%i %T'], env=env, capture_output=True,
-                          text=True).stdout.split('\n')[:-1]
+def wait_job(job, env):
+    """Block until SLURM job `job` (every task of an array) has ended: a job that depends on it, waited for."""
+    r = subprocess.run(['sbatch', '--wait', f'--dependency=afterany:{job}', '--output=/dev/null', '--wrap=true'],
+                       env=env, capture_output=True, text=True, timeout=3 * WAIT)
+    assert r.returncode == 0, r.stderr
 
 
 def completed_tasks(folder, job):
@@ -341,7 +352,7 @@ def test_slurm_array_of_the_smoke_ablation(standin, local_report, tmp_path, slur
     r = ok(ablate('slurm', path, '--parallel', 1, '--submit', env=env))
     assert '#SBATCH --array=0-1%1' in r.stdout and '#SBATCH --gres=gpu:1' in r.stdout
     job = re.search(r'submitted SLURM job (\d+)', r.stdout).group(1)
-    wait_until(lambda: not squeue(job, env), 'the array to end', timeout=3 * WAIT)
+    wait_job(job, env)
     tasks = completed_tasks(slurm_cluster.dir, job)
     logs = ''.join(f.read_text()[-2000:] for f in (tmp_path / 'slurm' / 'slurm').glob('*.log'))
     assert sorted(tasks) == [0, 1] and {t['JobState'] for t in tasks.values()} == {'COMPLETED'}, logs

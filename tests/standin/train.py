@@ -8,7 +8,8 @@ standin.json beside it says what to do: {"events": folder, "barrier": n, "hold":
   hold     the first run past the barrier (first attempts only) writes <run>.<pid>.held.json and waits to be
            killed: its worker, its node or the driver stopped
   fail     these runs exit 3, as a train.py that fails
-Each wait gives up after TIMEOUT seconds with exit 4, so a broken engine fails the test instead of hanging it.
+Waits block on the events themselves (events.py); past TIMEOUT seconds one exits with an error, so a broken engine
+fails the test instead of hanging it.
 """
 import argparse
 import json
@@ -17,23 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+from events import Timeout, wait_for_files, wait_to_be_killed  # beside this file (the test copies both)
+
 TIMEOUT = 60
 HERE = Path(__file__).resolve().parent
 
 
 def event(folder: Path, run: str, kind: str, **data):
     path = folder / f'{run}.{os.getpid()}.{kind}.json'
-    tmp = path.with_name('.' + path.name)
+    tmp = path.with_name(f'.{path.name}.tmp')  # not matched by the test's *.<kind>.json
     tmp.write_text(json.dumps({'run': run, 'pid': os.getpid(), 'ppid': os.getppid(), 'time': time.time(), **data}))
     tmp.replace(path)  # whole files only: the test waits for them
-
-
-def wait_for(condition, what):
-    deadline = time.time() + TIMEOUT
-    while not condition():
-        if time.time() > deadline:
-            sys.exit(f'stand-in train.py: gave up waiting for {what} after {TIMEOUT} s')
-        time.sleep(0.05)
 
 
 def main():
@@ -53,12 +48,13 @@ def main():
     (folder / 'weights' / 'last.pt').write_text(run)  # resumable from here on
     if not opt.resume:
         n = ctl.get('barrier', 1)
-        wait_for(lambda: len(list(events.glob('*.start.json'))) >= n, f'{n} runs to start together')
+        wait_for_files(events, lambda: len(list(events.glob('*.start.json'))) >= n, f'{n} runs to start together',
+                       TIMEOUT)
         if ctl.get('hold'):
             try:
                 os.close(os.open(events / 'hold', os.O_CREAT | os.O_EXCL))  # exactly one run holds
                 event(events, run, 'held')
-                wait_for(lambda: False, 'being killed')
+                wait_to_be_killed('its worker, node or driver to stop it', TIMEOUT)
             except FileExistsError:
                 pass
     (folder / 'results.csv').write_text('epoch,metrics/precision,metrics/recall,metrics/mAP_0.5,metrics/mAP_0.5:0.95\n'
@@ -69,4 +65,7 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except Timeout as e:  # a broken engine fails the test instead of hanging it
+        sys.exit(f'stand-in train.py: {e}')
