@@ -7,7 +7,7 @@ standin.json beside it says what to do: {"events": folder, "barrier": n, "hold":
   barrier  a first attempt waits until n runs have started (runs that overlap, deterministically)
   hold     the first run past the barrier (first attempts only) writes <run>.<pid>.held.json and waits to be
            killed: its worker, its node or the driver stopped
-  fail     these runs exit 3, as a train.py that fails
+  fail     these runs exit with an error (status 1), as a train.py that fails
 Waits block on the events themselves (events.py); past TIMEOUT seconds one exits with an error, so a broken engine
 fails the test instead of hanging it.
 """
