@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -154,7 +155,7 @@ def gflops(model, device, img=640):
 def print_model_table(device, rows, opt):
     print(f'\nModels on {device_name(device)}, batch {opt.batch}, {precision(opt, device)}; '
           'step = forward+backward; fused = after Model.fuse() (BatchNorm folded), as val/detect/export run; '
-          'ratios against yolov5s\n')
+          f'ratios against yolov5s{ema_path(device)}\n')
     print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s '
           '| fused infer ms/img | fused x yolov5s | BatchNorms (fused) |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
@@ -162,6 +163,13 @@ def print_model_table(device, rows, opt):
         print(f"| {r['model']} | {r['img']} | {r['layers']} | {r['params'] / 1e6:.2f}M | {r['gflops']:.1f} | "
               f"{r['step_ms']:.0f} | {r['step_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} | "
               f"{r['fused_ms']:.1f} | {r['fused_ratio']:.2f} | {r['bn']} ({r['bn_fused']}) |")
+
+
+def ema_path(device):
+    if device.type != 'cuda':
+        return ''
+    compiled = os.environ.get('YOLOV5_EMA_COMPILE', '1') != '0'
+    return '; EMA ' + ('compiled (torch.compile)' if compiled else 'through autograd') + ', deterministic algorithms'
 
 
 def print_provenance(opt, argv):
@@ -184,13 +192,20 @@ def main(argv=None) -> int:
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--device', default='cpu', help="'cpu', '0' (first GPU) or '' (GPU if any, as make bench)")
     p.add_argument('--amp', action='store_true', help='autocast on GPU, as train.py does')
+    p.add_argument('--ema-autograd', action='store_true',
+                   help="EMA through autograd on CUDA too (YOLOV5_EMA_COMPILE=0), not its compiled training path")
     p.add_argument('--repeats', type=int, default=2, help='timed calls per round')
     p.add_argument('--rounds', type=int, default=2, help='interleaved rounds over all models')
     p.add_argument('--loss-img', type=int, default=640, help='image size whose Detect outputs the losses get')
     p.add_argument('--loss-batch', type=int, default=16, help="batch of the loss table (train.py's default)")
     opt = p.parse_args(argv)
+    if opt.ema_autograd:
+        os.environ['YOLOV5_EMA_COMPILE'] = '0'
     import_tree(opt.tree.resolve())
     device = select_device(opt.device)
+    if device.type == 'cuda':  # as train.py runs: deterministic algorithms (init_seeds(deterministic=True))
+        from utils.general import init_seeds
+        init_seeds(0, deterministic=True)
     print_provenance(opt, argv)
     if opt.what in ('all', 'models'):
         print_model_table(device, model_table(opt, opt.tree, device), opt)

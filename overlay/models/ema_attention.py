@@ -4,6 +4,7 @@ import torch.nn as nn
 
 from models.c3_attention import C3WithAttention
 from models.ema_autograd import EMAFunction, ema_forward
+from models import ema_compiled
 from models.yaml_rules import attention
 
 
@@ -35,11 +36,13 @@ class EMA(nn.Module):
             params = (self.conv1x1.weight, self.conv1x1.bias, self.conv3x3.weight, self.conv3x3.bias, self.gn.weight,
                       self.gn.bias)
             return EMAFunction.apply(x, self, *params)
-        return ema_forward(x, self)[0]  # autograd's: inference, export, GPU, autocast
+        if ema_compiled.wanted(x):
+            return ema_compiled.ema_forward_compiled(x, self)  # CUDA training: fused kernels
+        return ema_forward(x, self)[0]  # autograd's: inference, export, and wherever compiling is off
 
     def hand_written_backward(self, x):
         # the hand-written backward: CPU training in full precision, where it was measured (see README);
-        # GPU, autocast and tracing keep autograd's
+        # GPU (compiled, ema_compiled.py), autocast and tracing don't use it
         return (x.device.type == 'cpu' and torch.is_grad_enabled() and x.dtype in (torch.float32, torch.float64) and
                 not torch.is_autocast_enabled(x.device.type) and not torch.jit.is_tracing() and
                 (x.requires_grad or any(p.requires_grad for p in self.parameters())))

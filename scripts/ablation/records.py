@@ -3,6 +3,7 @@ it ran), so that records from several machines or cluster jobs merge into one re
 from __future__ import annotations
 
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -20,14 +21,16 @@ EPOCH_COLUMNS = {'metrics/precision': 'P', 'metrics/recall': 'R', 'metrics/mAP_0
 
 
 def git_commit(path: Path) -> str:
-    """HEAD of the git repository at path, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    """HEAD of the git repository at path, with '-dirty' when tracked files differ from it; outside git, the
+    project's commit from PROJECT_COMMIT (a copy without .git, as a device machine gets one), else 'unknown'."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, check=True)
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=path, capture_output=True,
                                text=True, check=True).stdout.strip()
         return commit.stdout.strip() + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
+        given = os.environ.get('PROJECT_COMMIT', '') if Path(path).resolve() == PROJECT else ''
+        return f'{given} (copy without .git)' if given else 'unknown'
 
 
 def cpu_name() -> str:
