@@ -23,12 +23,12 @@ case "${1:-}" in
 bench)
   # timed alone: nothing else may run on the GPU meanwhile
   BENCH=(scripts/bench.py models --device "${DEVICE:-0}" --img "${IMG:-640}" --batch "${BATCH:-16}" --rounds 3 --repeats 3)
-  say "bench float32"; timeout 200 $PY "${BENCH[@]}" 2>&1 | tee "$OUT/bench-fp32.md" | grep -v '^\s*$' | tail -20
-  say "bench AMP"; timeout 200 $PY "${BENCH[@]}" --amp 2>&1 | tee "$OUT/bench-amp.md" | grep -v '^\s*$' | tail -20
+  say "bench float32"; timeout 130 $PY "${BENCH[@]}" 2>&1 | tee "$OUT/bench-fp32.md" | grep -v '^\s*$' | tail -20
+  say "bench AMP"; timeout 130 $PY "${BENCH[@]}" --amp 2>&1 | tee "$OUT/bench-amp.md" | grep -v '^\s*$' | tail -20
   EMA_MODELS=(--models yolov5s yolov5s_EMA yolov5s_C3EMA yolov5s_BiFPN_EMA)
   say "bench EMA through autograd"
-  { timeout 100 $PY "${BENCH[@]}" "${EMA_MODELS[@]}" --ema-autograd 2>&1
-    timeout 100 $PY "${BENCH[@]}" "${EMA_MODELS[@]}" --ema-autograd --amp 2>&1; } | tee "$OUT/bench-ema-autograd.md" | tail -14
+  { timeout 45 $PY "${BENCH[@]}" "${EMA_MODELS[@]}" --ema-autograd 2>&1
+    timeout 45 $PY "${BENCH[@]}" "${EMA_MODELS[@]}" --ema-autograd --amp 2>&1; } | tee "$OUT/bench-ema-autograd.md" | tail -14
   ;;
 train)
   SHARD=${2:-1/5}
