@@ -268,3 +268,15 @@ def test_published_results_are_the_reports_output_on_their_records(results, tmp_
     tables = [md.read_text().split('\n## ', 1)[1] for md in (tmp_path / 'results.md', results)]  # after the header
     assert tables[0] == tables[1]
     assert (results.parent / 'map_per_variant.png').exists() and (results.parent / 'map_per_epoch.png').exists()
+
+
+def test_a_copy_names_its_commit_by_project_commit_and_keeps_what_git_said(monkeypatch):
+    # a lent GPU machine gets the files without a current .git: the records must still name the files' commit
+    here = ablation_records.git_commit(PROJECT)
+    monkeypatch.delenv('PROJECT_COMMIT', raising=False)
+    assert ablation_records.project_commit() == {'commit': here}
+    monkeypatch.setenv('PROJECT_COMMIT', '0123456789abcdef0123456789abcdef01234567')
+    assert ablation_records.project_commit() == {'commit': '0123456789abcdef0123456789abcdef01234567',
+                                                 'commit_source': 'PROJECT_COMMIT', 'git_here': here}
+    monkeypatch.setenv('PROJECT_COMMIT', here)
+    assert ablation_records.project_commit() == {'commit': here}

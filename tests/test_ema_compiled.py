@@ -18,7 +18,9 @@ def compiled(yolo, monkeypatch):
     return ema_compiled
 
 
-def test_compiled_path_is_cuda_training_only_and_can_be_switched_off(compiled, monkeypatch):
+def test_compiled_path_is_cuda_amp_training_only_and_can_be_switched_off(compiled, monkeypatch):
+    assert not compiled.wanted(CudaLike())  # float32: no gain measured, autograd's path
+    monkeypatch.setattr(compiled, 'amp_enabled', lambda: True)  # inside train.py's torch.autocast('cuda')
     assert compiled.wanted(CudaLike())
     assert not compiled.wanted(torch.zeros(1))  # CPU keeps the hand-written backward
     with torch.no_grad():
@@ -28,6 +30,7 @@ def test_compiled_path_is_cuda_training_only_and_can_be_switched_off(compiled, m
 
 
 def test_a_failed_compile_warns_once_and_trains_on_through_autograd(compiled, monkeypatch):
+    monkeypatch.setattr(compiled, 'amp_enabled', lambda: True)
     from models.ema_attention import EMA
     from models.ema_autograd import ema_forward
 

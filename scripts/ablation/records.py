@@ -21,16 +21,23 @@ EPOCH_COLUMNS = {'metrics/precision': 'P', 'metrics/recall': 'R', 'metrics/mAP_0
 
 
 def git_commit(path: Path) -> str:
-    """HEAD of the git repository at path, with '-dirty' when tracked files differ from it; outside git, the
-    project's commit from PROJECT_COMMIT (a copy without .git, as a device machine gets one), else 'unknown'."""
+    """HEAD of the git repository at path, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, check=True)
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=path, capture_output=True,
                                text=True, check=True).stdout.strip()
         return commit.stdout.strip() + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
-        given = os.environ.get('PROJECT_COMMIT', '') if Path(path).resolve() == PROJECT else ''
-        return f'{given} (copy without .git)' if given else 'unknown'
+        return 'unknown'
+
+
+def project_commit() -> dict:
+    """{'commit': ...} of the project; PROJECT_COMMIT, when set, says which commit its files are (a copy sent to
+    another machine, a lent GPU, may carry no .git or the .git of an older checkout); what git said is kept beside."""
+    found, given = git_commit(PROJECT), os.environ.get('PROJECT_COMMIT', '').strip()
+    if not given or found == given:
+        return {'commit': found}
+    return {'commit': given, 'commit_source': 'PROJECT_COMMIT', 'git_here': found}
 
 
 def cpu_name() -> str:
@@ -61,7 +68,7 @@ def provenance(tree: Path, device: str, executor: str | None = None) -> dict:
     import os
 
     import torch
-    p = {'commit': git_commit(PROJECT), 'tree_commit': git_commit(tree), 'machine': socket.gethostname(),
+    p = {**project_commit(), 'tree_commit': git_commit(tree), 'machine': socket.gethostname(),
          'platform': platform.platform(), 'device': device_name(device), 'torch': torch.__version__,
          'python': platform.python_version(), 'date': datetime.now(timezone.utc).isoformat(timespec='seconds')}
     if executor:
