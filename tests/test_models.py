@@ -1,6 +1,7 @@
 """Architecture improvements: EMA attention, C3_EMA, BiFPN, MobileNetV3, and every shipped model YAML."""
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -175,10 +176,10 @@ def test_shipped_yaml_builds_and_learns(yolo, cfg):
             assert p.grad is not None and p.grad.abs().sum() > 0, f'{type(m).__name__}.{name}'
 
 
-# Together these hold every overlay module of the shipped YAMLs (the test-only YAML: every attention, EMA, C3_EMA1/3,
-# BiFPN_Add; the shipped one: MobileNetV3 blocks, BiFPN_Concat): the other shipped YAMLs, built and trained a step
-# above, run end to end as slow tests
-END_TO_END = ('yolov5s_MobileNetV3-Small_BiFPN',)
+# The test-only YAML holds every overlay module of the shipped YAMLs (every attention, EMA, C3_EMA1/3, MobileNetV3's
+# stem and block, BiFPN's sum and concatenation nodes) and runs end to end in `make test`; the shipped YAMLs, each
+# built and trained a step above, run end to end as slow tests (`make test-all`)
+END_TO_END = ()  # shipped YAMLs that also run end to end in `make test`
 EVERY_MODULE = PROJECT / 'tests' / 'models' / 'every_module.yaml'
 
 
@@ -199,8 +200,12 @@ def test_shipped_yaml_trains_resumes_validates_detects_exports(tree, yolo, tiny_
     run = train_interrupted_then_resumed(tree, tiny_data, cfg, tmp_path / cfg.stem, epochs=2, img=64)
     best = tmp_path / 'best.pt'
     shutil.copy(run / 'weights' / 'best.pt', best)
-    run_script(tree, 'val.py', '--weights', best, '--data', tiny_data, '--img', 64, '--project', tmp_path, '--name', 'v')
     image = next((Path(tiny_data).parent / 'images' / 'test').glob('*.jpg'))
-    run_script(tree, 'detect.py', '--weights', best, '--source', image, '--img', 64, '--project', tmp_path,
-               '--name', 'd')
-    export_and_compare_onnx(tree, best, 64)
+    with ThreadPoolExecutor(2) as pool:  # independent readers of best.pt: val and detect beside the export
+        steps = [pool.submit(run_script, tree, 'val.py', '--weights', best, '--data', tiny_data, '--img', 64,
+                             '--project', tmp_path, '--name', 'v'),
+                 pool.submit(run_script, tree, 'detect.py', '--weights', best, '--source', image, '--img', 64,
+                             '--project', tmp_path, '--name', 'd')]
+        export_and_compare_onnx(tree, best, 64)
+        for done in steps:
+            done.result()

@@ -12,6 +12,7 @@ show in its table as not run, as upstream's CI shows them without the package; i
 import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import PROJECT, PY, SCRIPT_ENV, classification_data, segmentation_data
@@ -117,27 +118,45 @@ def test_classification(tree, tiny_data, tmp_path):
 
 
 def test_core_every_task_through_the_stock_scripts(tree, tiny_data, seg_data, cls_data, tmp_path):
-    # one train (1 epoch), val and predict per task, and a checkpoint through PyTorch Hub, as the workflow runs them
+    # one train (1 epoch), val and predict per task, and a checkpoint through PyTorch Hub, as the workflow runs them.
+    # The three chains run side by side (each step is a subprocess, mostly interpreter start-up and imports);
+    # classification starts from detection's checkpoint, so it waits for detection's training only
     runs, images = tmp_path / 'runs', tiny_data.parent / 'images' / 'test'
     common = ['--imgsz', 64, '--batch', 16, '--epochs', 1, '--device', 'cpu', '--workers', 0, '--project', runs]
-    step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', '--data', tiny_data, *common, '--name', 'det')
     det = runs / 'det' / 'weights' / 'best.pt'
-    step(tree, 'val.py', '--imgsz', 64, '--weights', det, '--data', tiny_data, '--project', runs / 'val')
-    step(tree, 'detect.py', '--imgsz', 64, '--weights', det, '--source', images, '--project', runs / 'detect')
-    step(tree, '-c', f'import torch; m = torch.hub.load(".", "custom", path={str(det)!r}, source="local")\n'
-                     f'print(m("data/images/bus.jpg"))')
-    step(tree, 'segment/train.py', '--weights', '', '--cfg', 'yolov5n-seg.yaml', '--data', seg_data, *common,
-         '--name', 'seg')
-    seg = runs / 'seg' / 'weights' / 'best.pt'
-    step(tree, 'segment/val.py', '--imgsz', 64, '--weights', seg, '--data', seg_data, '--project', runs / 'val')
-    step(tree, 'segment/predict.py', '--imgsz', 64, '--weights', seg, '--source', images, '--project', runs / 'pred')
-    step(tree, 'classify/train.py', '--model', det, '--data', cls_data, '--imgsz', 32, '--epochs', 1, '--workers', 0,
-         '--batch-size', 8, '--project', runs, '--name', 'cls')
-    cls = runs / 'cls' / 'weights' / 'best.pt'
-    step(tree, 'classify/val.py', '--imgsz', 32, '--weights', cls, '--data', cls_data, '--project', runs / 'val')
-    r = step(tree, 'classify/predict.py', '--imgsz', 32, '--weights', cls, '--source',
-             next((cls_data / 'test' / 'disc').glob('*.png')), '--project', runs / 'pred')
-    assert 'disc' in r.stdout + r.stderr or 'square' in r.stdout + r.stderr
+
+    def detection(pool):
+        step(tree, 'train.py', '--weights', '', '--cfg', 'yolov5n.yaml', '--data', tiny_data, *common, '--name', 'det')
+        classifying = pool.submit(classification)
+        step(tree, 'val.py', '--imgsz', 64, '--weights', det, '--data', tiny_data, '--project', runs / 'val-det')
+        step(tree, 'detect.py', '--imgsz', 64, '--weights', det, '--source', images, '--project', runs / 'detect')
+        step(tree, '-c', f'import torch; m = torch.hub.load(".", "custom", path={str(det)!r}, source="local")\n'
+                         f'print(m("data/images/bus.jpg"))')
+        classifying.result()
+
+    def segmentation():
+        step(tree, 'segment/train.py', '--weights', '', '--cfg', 'yolov5n-seg.yaml', '--data', seg_data, *common,
+             '--name', 'seg')
+        seg = runs / 'seg' / 'weights' / 'best.pt'
+        step(tree, 'segment/val.py', '--imgsz', 64, '--weights', seg, '--data', seg_data, '--project',
+             runs / 'val-seg')
+        step(tree, 'segment/predict.py', '--imgsz', 64, '--weights', seg, '--source', images, '--project',
+             runs / 'pred-seg')
+
+    def classification():
+        step(tree, 'classify/train.py', '--model', det, '--data', cls_data, '--imgsz', 32, '--epochs', 1, '--workers',
+             0, '--batch-size', 8, '--project', runs, '--name', 'cls')
+        cls = runs / 'cls' / 'weights' / 'best.pt'
+        step(tree, 'classify/val.py', '--imgsz', 32, '--weights', cls, '--data', cls_data, '--project',
+             runs / 'val-cls')
+        r = step(tree, 'classify/predict.py', '--imgsz', 32, '--weights', cls, '--source',
+                 next((cls_data / 'test' / 'disc').glob('*.png')), '--project', runs / 'pred-cls')
+        assert 'disc' in r.stdout + r.stderr or 'square' in r.stdout + r.stderr
+
+    with ThreadPoolExecutor(3) as pool:
+        chains = [pool.submit(detection, pool), pool.submit(segmentation)]
+        for chain in chains:
+            chain.result()  # a failed step raises here, with its command and output
 
 
 def self_labelled_data(tree, weights, dest, img):

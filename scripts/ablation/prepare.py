@@ -50,6 +50,9 @@ def variant_hyp(abl: dict, v: dict) -> dict:
         raise AblationError(f'variant {v["name"]}: {e}') from None
 
 
+SIZES = {}  # (model YAML text, nc, anchors) -> model_size: building and counting a model is the slow part
+
+
 def check_variants(abl: dict, nc: int = 2, names=None) -> dict:
     """Build each variant's model (those in `names`, default all) and check its hyp before anything trains; errors
     name the variant. Writes each variant's model.yaml and hyp.yaml; returns {variant: model size}."""
@@ -61,8 +64,11 @@ def check_variants(abl: dict, nc: int = 2, names=None) -> dict:
             continue
         hyp = variant_hyp(abl, v)
         cfg, _ = write_variant_files(abl, v, hyp)
+        key = (Path(cfg).read_text(), nc, str(hyp.get('anchors')))  # variants differing in hyp only share a model
         try:
-            sizes[v['name']] = model_size(Model(str(cfg), nc=nc, anchors=hyp.get('anchors')))
+            if key not in SIZES:
+                SIZES[key] = model_size(Model(str(cfg), nc=nc, anchors=hyp.get('anchors')))
+            sizes[v['name']] = SIZES[key]
         except Exception as e:
             raise AblationError(f'variant {v["name"]}: {type(e).__name__}: {e}') from None
     return sizes
