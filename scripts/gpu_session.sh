@@ -2,7 +2,8 @@
 # One sitting on a lent GPU machine (issue 22), from the repository root, with yolov5/ (make apply), weights/
 # (make weights) and datasets/BCCD (make data) built beforehand: the machine has no internet and no git here.
 #
-#   OUT=folder PROJECT_COMMIT=<sha> bash scripts/gpu_session.sh bench   # model tables: float32, AMP, EMA via autograd
+#   OUT=folder PROJECT_COMMIT=<sha> bash scripts/gpu_session.sh bench   # EMA's CUDA check, model tables: float32,
+#                                                                        # AMP, EMA via autograd
 #   OUT=folder PROJECT_COMMIT=<sha> bash scripts/gpu_session.sh train 1/10 [SECONDS]
 #       # one shard of configs/ablations/bccd-finetune-gpu.yaml, interrupted (resumable) after SECONDS (default
 #       # 420); DETERMINISM=1 runs every shipped YAML's determinism check beside it (it slows the shard)
@@ -21,6 +22,7 @@ $PY -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_na
 
 case "${1:-}" in
 bench)
+  say "EMA compiled against its float64 reference"; timeout 120 $PY scripts/check_ema_cuda.py 2>&1 | tee "$OUT/ema-cuda-check.md" | tail -9
   # timed alone: nothing else may run on the GPU meanwhile
   BENCH=(scripts/bench.py models --device "${DEVICE:-0}" --img "${IMG:-640}" --batch "${BATCH:-16}" --rounds 3 --repeats 3)
   say "bench float32"; timeout 130 $PY "${BENCH[@]}" 2>&1 | tee "$OUT/bench-fp32.md" | grep -v '^\s*$' | tail -20

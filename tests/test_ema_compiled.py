@@ -64,3 +64,17 @@ def test_compiled_path_matches_the_paper_equations_forward_and_backward(compiled
         for a, b in zip(torch.autograd.grad(y, [x, *ours.parameters()], g),
                         torch.autograd.grad(y_ref, [x, *ref.parameters()], g)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_cuda_check_script_measures_errors_against_float64(compiled, monkeypatch):
+    # scripts/check_ema_cuda.py runs on a GPU; its comparison is checked here on the CPU, and must see a wrong result
+    import check_ema_cuda
+    from models import ema_autograd
+    monkeypatch.setitem(compiled._state, 'compiled', None)
+    errors = check_ema_cuda.check(32, 6, 2, 'float32', 'cpu')
+    assert set(errors) >= {'output', 'd input', 'd conv3x3.weight', 'd gn.bias'}
+    assert max(errors.values()) < 1e-4
+    real = ema_autograd.ema_forward
+    monkeypatch.setitem(compiled._state, 'compiled', lambda x, ema: (real(x, ema)[0] * 1.01, None))
+    assert check_ema_cuda.check(32, 6, 2, 'float32', 'cpu')['output'] > 5e-3
