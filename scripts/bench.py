@@ -155,7 +155,7 @@ def gflops(model, device, img=640):
 def print_model_table(device, rows, opt):
     print(f'\nModels on {device_name(device)}, batch {opt.batch}, {precision(opt, device)}; '
           'step = forward+backward; fused = after Model.fuse() (BatchNorm folded), as val/detect/export run; '
-          f'ratios against yolov5s{ema_path(device)}\n')
+          f'ratios against yolov5s{ema_path(device, opt)}\n')
     print('| model | img | layers | params | GFLOPs@640 | train step ms | x yolov5s | infer ms/img | x yolov5s '
           '| fused infer ms/img | fused x yolov5s | BatchNorms (fused) |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
@@ -165,10 +165,11 @@ def print_model_table(device, rows, opt):
               f"{r['fused_ms']:.1f} | {r['fused_ratio']:.2f} | {r['bn']} ({r['bn_fused']}) |")
 
 
-def ema_path(device):
+def ema_path(device, opt):
+    # which EMA training path the GPU rows took (models/ema_compiled.py: compiled under AMP only)
     if device.type != 'cuda':
         return ''
-    compiled = os.environ.get('YOLOV5_EMA_COMPILE', '1') != '0'
+    compiled = opt.amp and os.environ.get('YOLOV5_EMA_COMPILE', '1') != '0'
     return '; EMA ' + ('compiled (torch.compile)' if compiled else 'through autograd') + ', deterministic algorithms'
 
 

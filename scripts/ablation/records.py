@@ -52,8 +52,6 @@ def cpu_name() -> str:
 
 def device_name(device: str) -> str:
     """What train.py ran on for --device `device` ('' = first GPU if any, else CPU)."""
-    import os
-
     import torch
     if device != 'cpu' and torch.cuda.is_available():
         index = int(str(device).split(',')[0]) if str(device).strip() else 0
@@ -65,8 +63,6 @@ def device_name(device: str) -> str:
 def provenance(tree: Path, device: str, executor: str | None = None) -> dict:
     """Where a run ran; `executor` (local, a Ray node, a SLURM array task) and the GPUs the engine made visible are
     added when given."""
-    import os
-
     import torch
     p = {**project_commit(), 'tree_commit': git_commit(tree), 'machine': socket.gethostname(),
          'platform': platform.platform(), 'device': device_name(device), 'torch': torch.__version__,
