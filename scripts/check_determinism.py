@@ -29,17 +29,10 @@ def default_models() -> list[str]:
     return ['yolov5s'] + sorted(p.stem for p in MODELS.glob('*.yaml'))
 
 
-def model_cfg(name: str) -> str:
-    # a path, a shipped YAML by name, or an upstream name train.py finds itself (yolov5s, yolov5n_EMA at any scale)
-    if Path(name).is_file():
-        return str(Path(name).resolve())
-    shipped = MODELS / f'{name}.yaml'
-    return str(shipped) if shipped.is_file() else f'{name}.yaml'
-
-
 def train(opt, name: str, attempt: int) -> dict:
     folder = opt.project / name / f'run{attempt}'
-    cmd = [sys.executable, str(opt.tree / 'train.py'), '--cfg', model_cfg(name), '--weights', '', '--data',
+    from bench import resolve_cfg  # a path, a shipped YAML or upstream's by name, at any scale (yolov5n_EMA)
+    cmd = [sys.executable, str(opt.tree / 'train.py'), '--cfg', str(resolve_cfg(name, opt.tree).resolve()), '--weights', '', '--data',
            str(opt.data), '--img', str(opt.img), '--batch', str(opt.batch), '--epochs', str(opt.epochs),
            '--device', opt.device, '--workers', str(opt.workers), '--seed', str(opt.seed), '--noplots',
            '--project', str(folder.parent), '--name', folder.name, '--exist-ok']
@@ -108,13 +101,10 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(opt.tree))
     sys.path.insert(0, str(PROJECT / 'scripts'))
     names = opt.models or default_models()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
+    from tqdm import tqdm
     with ThreadPoolExecutor(opt.jobs) as pool:
         futures = [pool.submit(check, opt, n) for n in names]
-        results = [f.result() for f in (tqdm(futures, desc='models', unit='model') if tqdm else futures)]
+        results = [f.result() for f in tqdm(futures, desc='models', unit='model')]
     text = table(opt, results, argv)
     print(text)
     if opt.out:

@@ -2,8 +2,11 @@
 and on a GPU any op below stops the run ("... does not have a deterministic implementation"). Every aten op of a
 training step (forward and backward) of every shipped YAML is recorded and none may be one of them. The GPU check
 itself, two train.py runs compared bit for bit, is scripts/check_determinism.py (docs/results/cuda-determinism.md)."""
+import subprocess
+
 import pytest
 import torch
+from conftest import PROJECT, PY, SCRIPT_ENV
 from torch.utils._python_dispatch import TorchDispatchMode
 from test_models import SHIPPED
 
@@ -52,3 +55,15 @@ def test_no_shipped_yaml_trains_through_an_op_without_a_deterministic_cuda_kerne
     names = training_step_ops(Model(str(cfg), nc=3))
     assert 'convolution_backward' in names  # the recorder saw the backward
     assert not names & NO_DETERMINISTIC_CUDA, f'{cfg.stem}: {sorted(names & NO_DETERMINISTIC_CUDA)}'
+
+
+@pytest.mark.slow
+def test_check_determinism_trains_twice_and_compares(tree, tiny_data, tmp_path):
+    # the GPU command's mechanics on the CPU: a model by name at another scale, two train.py runs, the table
+    out = tmp_path / 'table.md'
+    args = ['--device', 'cpu', '--models', 'yolov5n_ECA', '--tree', tree, '--data', tiny_data, '--img', 64,
+            '--batch', 8, '--jobs', 1, '--project', tmp_path / 'runs', '--out', out]
+    r = subprocess.run([PY, str(PROJECT / 'scripts' / 'check_determinism.py'), *map(str, args)], capture_output=True,
+                       text=True, env=SCRIPT_ENV)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert '| yolov5n_ECA |' in out.read_text() and '| yes | identical | yes |' in out.read_text()
