@@ -19,7 +19,8 @@ An ablation YAML holds shared settings and a list of variants:
     batch: 8
     weights: ''                   # from scratch, or a .pt / a released name (yolov5n.pt): moved into each model
     seeds: [0, 1, 2]
-    device: cpu                   # '', 'cpu', '0', or a list [0, 1, 2, 3]: runs are spread over the GPUs
+    device: cpu                   # '', 'cpu', '0', or a list [0, 1, 2, 3]: one run at a time per entry
+                                  # ([cpu, cpu]: two CPU runs at once; v7.0 gives each run cores - 1 threads)
     cpus_per_run: 1               # Ray and SLURM: CPUs each run reserves (with its GPU, or alone when device: cpu)
     hyp: [hyp.scratch-low.yaml, configs/hyps/scratch-short.yaml]  # base files, layered (default: hyp.scratch-low)
     scale: n                      # optional depth/width of every model: n s m l x (default: as in the YAML)
