@@ -19,7 +19,6 @@ from conftest import PROJECT, PY, SCRIPT_ENV
 
 from ablation import config
 from standin.events import Timeout, wait_exit, wait_for_files
-from ablation.executors import ray_tasks
 from ablation.executors import slurm as slurm_executor
 
 REQUIRED = os.environ.get('ABLATE_ENGINES') == 'required'
@@ -339,19 +338,6 @@ def completed_tasks(folder, job):
     text = (folder / 'jobcomp.txt').read_text() if (folder / 'jobcomp.txt').exists() else ''
     rows = [dict(re.findall(r'(\w+)=(\S*)', line)) for line in text.splitlines()]
     return {int(r['ArrayTaskId']): r for r in rows if r.get('ArrayJobId') == job}
-
-
-def test_ctrl_c_during_the_ray_wait_loop_is_a_flag_then_raises_again():
-    """The Ray driver's wait loop turns Ctrl-C into a flag it checks (Ray's own signal checks can drop a
-    KeyboardInterrupt); a second Ctrl-C raises, and leaving restores the handler there was before."""
-    before = signal.getsignal(signal.SIGINT)
-    with ray_tasks.ctrl_c_sets_flag() as pressed:
-        assert not pressed.is_set()
-        signal.raise_signal(signal.SIGINT)  # the handler runs before raise_signal returns to Python code
-        assert pressed.is_set()
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_slurm_array_of_the_smoke_ablation(standin, local_report, tmp_path, slurm_cluster):

@@ -6,9 +6,6 @@ again. A failed train.py comes back as a failed Outcome; records come back to th
 Needs the optional extra (make setup-ray), the project at the same path on every node, and the data there too."""
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 from pathlib import Path
 
 from ..config import PROJECT, AblationError, cluster_device, needs_gpu
@@ -38,29 +35,6 @@ def resources(abl: dict) -> dict:
     return {'num_gpus': 1 if needs_gpu(abl) else 0, 'num_cpus': abl['cpus_per_run']}
 
 
-@contextlib.contextmanager
-def ctrl_c_sets_flag():
-    """While inside: Ctrl-C sets the yielded event instead of raising. Ray's blocking calls run Python's signal
-    handlers themselves (its check_signals) and a KeyboardInterrupt raised in there can be dropped: a driver under load
-    once ran on for a minute after Ctrl-C. A second Ctrl-C raises as usual."""
-    pressed = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield pressed
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    previous = signal.SIG_DFL if previous is None else previous  # None: set outside Python
-
-    def handler(signum, frame):
-        pressed.set()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def execute(job, runs, done, address: str | None = None) -> None:
     try:
         import ray
@@ -83,17 +57,14 @@ def execute(job, runs, done, address: str | None = None) -> None:
         inputs = ray.put(files)  # in a list below, so that Ray does not fetch it for every task
         pending = {task.remote(job, r, list(files), [inputs]): r for r in runs}
         try:
-            with ctrl_c_sets_flag() as ctrl_c:
-                while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # timeout: Ctrl-C is seen
-                    for ref in ready:
-                        run = pending.pop(ref)
-                        try:
-                            done(ray.get(ref))
-                        except ray.exceptions.RayError as e:  # retries used up: its worker or node kept dying
-                            done(Outcome(run, error=f'{type(e).__name__} after {RETRIES} retries: {e}'))
-                    if ctrl_c.is_set() and pending:  # finished runs above keep their records
-                        raise KeyboardInterrupt
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # timeout: Ctrl-C gets through
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        done(ray.get(ref))
+                    except ray.exceptions.RayError as e:  # retries used up: its worker or node kept dying
+                        done(Outcome(run, error=f'{type(e).__name__} after {RETRIES} retries: {e}'))
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref, force=True)  # force: kills the worker, and its train.py with it
