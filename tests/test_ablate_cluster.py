@@ -61,8 +61,15 @@ def ablate(*args, env=None, **kw):
 
 
 def ablate_bg(*args, env):
-    return subprocess.Popen([PY, str(PROJECT / 'scripts' / 'ablate.py'), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    """The driver as a terminal starts it, Ctrl-C raising KeyboardInterrupt: a suite started in the background by a
+    shell without job control (`cmd &` in a script) has SIGINT ignored, which a child inherits; a handled SIGINT is
+    reset to the default by exec, and Python then installs its own handler."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen([PY, str(PROJECT / 'scripts' / 'ablate.py'), *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope='module')
