@@ -6,6 +6,7 @@ import re
 import statistics
 import subprocess
 
+import numpy as np
 import pytest
 import yaml
 from conftest import PROJECT, PY, SCRIPT_ENV, crash_train, row_epoch
@@ -17,7 +18,7 @@ from ablation import records as ablation_records
 from ablation import report as ablation_report
 from ablation import run as one_run
 
-T_975 = {1: 12.706204736174696, 2: 4.302652729911275}  # Student t quantiles, from tables
+T_975 = {1: 12.706204736174696, 2: 4.302652729911275, 4: 2.7764451051977987}  # Student t quantiles, from tables
 
 
 def write_ablation(tmp_path, tree, **over):
@@ -230,6 +231,39 @@ def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_p
     ablation_report.plot_variants(abl, runs, tmp_path)
     ablation_report.plot_epochs(abl, records, tmp_path)
     assert (tmp_path / 'map_per_variant.png').stat().st_size > 0 and (tmp_path / 'map_per_epoch.png').exists()
+
+
+@pytest.mark.parametrize('n, sd', [(3, 1.0), (5, 0.007)])
+def test_detectable_difference_is_found_80_percent_of_the_time_by_simulation(n, sd):
+    # oracle: simulate paired experiments of n seeds whose true mean difference is the one returned, and count how
+    # often the 95% t interval (critical value from tables) excludes 0; 40000 trials: sd of the rate 0.002
+    delta = ablation_report.detectable_difference(sd, n)
+    diffs = np.random.default_rng(0).normal(delta, sd, size=(40000, n))
+    t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(n))
+    assert abs(np.mean(abs(t) > T_975[n - 1]) - 0.80) < 0.01
+    assert delta / sd == pytest.approx(ablation_report.detectable_difference(1.0, n))  # scales with the spread
+    assert math.isnan(ablation_report.detectable_difference(sd, 1))
+
+
+def test_report_plans_seeds_from_the_baselines_spread(tmp_path):
+    abl = hand_made_abl(tmp_path)
+    write_hand_made(abl, tmp_path / 'records', ['base', 'up'])
+    runs = ablation_report.runs_table(ablation_records.read_records(abl)[0])
+    md = ablation_report.markdown(abl, runs)
+    # the baseline's seeds 0.30, 0.32, 0.34: standard deviation 0.02; a paired difference of two such runs: 0.02 √2
+    line = next(x for x in md.splitlines() if x.startswith("Seeds from the baseline's spread"))
+    assert 'standard deviation 0.020 over 3 seeds' in line and line.endswith('the YAML asks for 3.')
+    quoted = re.findall(r'(\d\.\d{3}) at (\d+) seeds', line)
+    assert [int(n) for _, n in quoted] == [3, 5, 10]
+    for value, n in quoted:
+        assert float(value) == pytest.approx(ablation_report.detectable_difference(0.02 * math.sqrt(2), int(n)),
+                                             abs=5e-4)
+    abl['seeds'] = [0, 1, 2, 3, 4, 5, 6]  # the YAML's own count joins the quoted ones
+    line = next(x for x in ablation_report.markdown(abl, runs).splitlines() if x.startswith('Seeds from'))
+    assert [int(n) for n in re.findall(r'at (\d+) seeds', line)] == [3, 5, 7, 10]
+    # one baseline seed: no spread to plan from, and no line
+    one = runs[(runs['variant'] != 'base') | (runs['seed'] == 0)]
+    assert "Seeds from the baseline's spread" not in ablation_report.markdown(abl, one)
 
 
 def test_records_merge_across_folders_and_conflicts_are_named(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from .config import PROJECT
 from .records import git_commit, read_records
@@ -18,6 +18,8 @@ METRICS = ('mAP50', 'mAP50-95')
 PRIMARY = 'mAP50-95'
 CONFIDENCE = 0.95
 MAX_SEEDS = 1000  # "more than this" when a difference is too small for its spread
+POWER = 0.8  # the usual planning power: a true difference of the size quoted is found 4 times in 5
+PLANNED_SEEDS = (3, 5, 10)  # seed counts the planning line quotes, beside the YAML's own
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:
@@ -76,6 +78,38 @@ def seeds_to_resolve(diffs) -> float:
         if stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n) < mean:
             return n
     return math.inf
+
+
+def detectable_difference(sd: float, n: int, power: float = POWER) -> float:
+    """Smallest true mean difference that a two-sided 95% paired t interval over n seeds excludes 0 for with
+    probability `power`, when the paired differences have standard deviation sd (exact: noncentral t)."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    df, crit = n - 1, float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+
+    def shortfall(delta):  # lower tail as sf of the mirrored distribution: scipy's nct.cdf gives nan there
+        nc = delta * math.sqrt(n) / sd
+        return stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc) - power
+
+    high = sd
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high))
+
+
+def seeds_plan(abl: dict, runs: pd.DataFrame) -> list[str]:
+    """Lines saying which differences the baseline's measured spread lets a table of n seeds resolve: the basis
+    for choosing the number of seeds (nothing before the baseline has 2 seeds)."""
+    base = runs.loc[runs['variant'] == abl['baseline'], PRIMARY].dropna()
+    if len(base) < 2:
+        return []
+    sd = float(base.std(ddof=1))
+    counts = sorted({*PLANNED_SEEDS, len(abl['seeds'])})
+    found = ', '.join(f'{detectable_difference(sd * math.sqrt(2), n):.3f} at {n} seeds' for n in counts)
+    return ['', f'Seeds from the baseline\'s spread: its {PRIMARY} has standard deviation {sd:.3f} over {len(base)} '
+                f'seeds. If a variant varied as much, independently of it, the paired difference (standard deviation '
+                f'{sd:.3f} × √2) would be told from 0 by the {CONFIDENCE:.0%} interval {POWER:.0%} of the time when '
+                f'it is at least {found}; the YAML asks for {len(abl["seeds"])}.']
 
 
 def references(abl: dict) -> dict:
@@ -155,8 +189,9 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
               f'initial weights for the layers both models share). Δ = variant - baseline, mean over seeds with its '
               f'{CONFIDENCE:.0%} t interval; the verdict says whether the interval excludes 0. "Seeds to resolve": '
               f'fewest seeds whose interval would exclude 0 if the mean and spread of the differences stayed as '
-              f'measured.', '',
-              '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | seeds to resolve '
+              f'measured.']
+    lines += seeds_plan(abl, runs)
+    lines += ['', '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | seeds to resolve '
               '(mAP50-95) |', '|---|---|---|---|---|---|---|']
     for v, r in diffs.iterrows():
         label = v if r['against'] == abl['baseline'] else f'{v} (against `{r["against"]}`)'
