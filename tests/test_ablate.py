@@ -266,6 +266,22 @@ def test_report_plans_seeds_from_the_baselines_spread(tmp_path):
     assert "Seeds from the baseline's spread" not in ablation_report.markdown(abl, one)
 
 
+def test_report_says_how_far_from_a_plateau_each_row_ended(tmp_path):
+    abl = hand_made_abl(tmp_path)
+    slopes = {0: 0.01, 1: 0.03}  # seed 1 still climbing fast; 12 epochs, stored out of order (a resumed run)
+    for seed, slope in slopes.items():
+        rec = hand_made_record(abl, 'base', seed, 0.3)
+        rec['epochs'] = [{'epoch': e, 'mAP50-95': 0.1 + slope * e} for e in reversed(range(12))]
+        ablation_records.write_record(tmp_path / 'records' / f'base-s{seed}.json', rec)
+    for seed in (0, 1):  # runs as short as the window: no rise to show
+        ablation_records.write_record(tmp_path / 'records' / f'up-s{seed}.json', hand_made_record(abl, 'up', seed, 0.3))
+    runs = ablation_report.runs_table(ablation_records.read_records(abl)[0])
+    rows = table_rows(ablation_report.markdown(abl, runs).split('## Against')[0], 'variant')
+    # by hand: 10 epochs of rise at slopes 0.01 and 0.03: 0.1 and 0.3, mean 0.2, sd 0.1414
+    assert rows['base']['val mAP50-95 rise, last 10 epochs'] == '+0.200 ± 0.141'
+    assert rows['up']['val mAP50-95 rise, last 10 epochs'] == '-'
+
+
 def test_records_merge_across_folders_and_conflicts_are_named(tmp_path):
     abl = hand_made_abl(tmp_path / 'here')
     write_hand_made(abl, tmp_path / 'here' / 'records', ['base', 'up'])

@@ -19,16 +19,23 @@ PRIMARY = 'mAP50-95'
 CONFIDENCE = 0.95
 MAX_SEEDS = 1000  # "more than this" when a difference is too small for its spread
 POWER = 0.8  # the usual planning power: a true difference of the size quoted is found 4 times in 5
-PLANNED_SEEDS = (3, 5, 10)  # seed counts the planning line quotes, beside the YAML's own
+PLANNED_SEEDS = (3, 5, 10)
+PLATEAU_EPOCHS = 10  # how far from a plateau a run ended: its validation rise over this many last epochs  # seed counts the planning line quotes, beside the YAML's own
+
+
+def final_rise(epochs: list[dict]) -> float:
+    """Validation PRIMARY gained over the last PLATEAU_EPOCHS epochs (nan for a shorter run): near 0 on a plateau."""
+    curve = [e[PRIMARY] for e in sorted(epochs or [], key=lambda e: e['epoch'])]
+    return curve[-1] - curve[-1 - PLATEAU_EPOCHS] if len(curve) > PLATEAU_EPOCHS else math.nan
 
 
 def runs_table(records: list[dict]) -> pd.DataFrame:
-    """One row per run: variant, seed, model size, test metrics, times."""
+    """One row per run: variant, seed, model size, test metrics, times, how far from its plateau it ended."""
     return pd.DataFrame([{
         'variant': r['variant'], 'seed': r['seed'], 'params': r['model'].get('params'),
         'gflops': r['model'].get('gflops'), 'P': r['test']['P'], 'R': r['test']['R'], 'mAP50': r['test']['mAP50'],
         'mAP50-95': r['test']['mAP50-95'], 'train_min': r['train'].get('seconds', math.nan) / 60,
-        'infer_ms': r['test'].get('speed_ms', {}).get('inference', math.nan),
+        'infer_ms': r['test'].get('speed_ms', {}).get('inference', math.nan), 'rise': final_rise(r.get('epochs')),
         'device': r['provenance'].get('device'), 'commit': r['provenance'].get('commit'),
         'machine': r['provenance'].get('machine'), 'torch': r['provenance'].get('torch'),
         'date': r['provenance'].get('date')} for r in records])
@@ -37,7 +44,7 @@ def runs_table(records: list[dict]) -> pd.DataFrame:
 def per_variant(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every metric, one row per variant (in ablation order)."""
     g = runs.groupby('variant', sort=False)
-    table = g[['P', 'R', 'mAP50', 'mAP50-95', 'train_min', 'infer_ms']].agg(['mean', 'std'])
+    table = g[['P', 'R', 'mAP50', 'mAP50-95', 'train_min', 'infer_ms', 'rise']].agg(['mean', 'std'])
     table.columns = [f'{m}_{s}' for m, s in table.columns]
     table['seeds'] = g.size()
     table['params'], table['gflops'] = g['params'].first(), g['gflops'].first()
@@ -141,10 +148,10 @@ def short_commit(commit: str) -> str:
     return commit[:12] + ('-dirty' if commit.endswith('-dirty') else '')
 
 
-def _pm(mean, std, digits=3):
+def _pm(mean, std, digits=3, signed=False):
     if pd.isna(mean):
         return '-'
-    return f'{mean:.{digits}f} ± {0 if pd.isna(std) else std:.{digits}f}'
+    return f'{mean:{"+" if signed else ""}.{digits}f} ± {0 if pd.isna(std) else std:.{digits}f}'
 
 
 def _ci(mean, low, high):
@@ -176,13 +183,18 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
              f'{sorted(runs["seed"].unique().tolist())}. Metrics: val.py on best.pt, test split, NMS without YOLOv5\'s '
              f'time limit (it drops the rest of a batch on a slow machine).', '',
              '## Per variant (mean ± standard deviation over seeds)', '',
-             '| variant | seeds | params | GFLOPs | P | R | mAP50 | mAP50-95 | train time (min) | inference ms/img |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             f'| variant | seeds | params | GFLOPs | P | R | mAP50 | mAP50-95 | train time (min) | inference ms/img | '
+             f'val {PRIMARY} rise, last {PLATEAU_EPOCHS} epochs |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for v, r in summary.iterrows():
         size = f"{r['params'] / 1e6:.2f}M | {r['gflops']:.1f}" if pd.notna(r['params']) else '- | -'
         cells = [_pm(r[f'{m}_mean'], r[f'{m}_std']) for m in ('P', 'R', 'mAP50', 'mAP50-95')]
         cells += [_pm(r[f'{m}_mean'], r[f'{m}_std'], 1) for m in ('train_min', 'infer_ms')]
+        cells.append(_pm(r['rise_mean'], r['rise_std'], signed=True))
         lines.append(f"| {v} | {int(r['seeds'])} | {size} | {' | '.join(cells)} |")
+    lines += ['', f'The last column says how far from a plateau training ended: what the validation {PRIMARY} gained over '
+                  f'the last {PLATEAU_EPOCHS} epochs (near 0 on a plateau; "-" for runs of {PLATEAU_EPOCHS} epochs or '
+                  f'fewer).']
     lines += missing_runs(abl, runs)
     lines += ['', f'## Against `{abl["baseline"]}`, seed by seed', '',
               f'Each variant\'s seed k is compared with the baseline\'s seed k (same data order and augmentation, same '
