@@ -19,8 +19,8 @@ PRIMARY = 'mAP50-95'
 CONFIDENCE = 0.95
 MAX_SEEDS = 1000  # "more than this" when a difference is too small for its spread
 POWER = 0.8  # the usual planning power: a true difference of the size quoted is found 4 times in 5
-PLANNED_SEEDS = (3, 5, 10)
-PLATEAU_EPOCHS = 10  # how far from a plateau a run ended: its validation rise over this many last epochs  # seed counts the planning line quotes, beside the YAML's own
+PLANNED_SEEDS = (3, 5, 10)  # seed counts the planning line quotes, beside the YAML's own
+PLATEAU_EPOCHS = 10  # how far from a plateau a run ended: its validation rise over this many last epochs
 
 
 def final_rise(epochs: list[dict]) -> float:
