@@ -192,9 +192,9 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
         cells += [_pm(r[f'{m}_mean'], r[f'{m}_std'], 1) for m in ('train_min', 'infer_ms')]
         cells.append(_pm(r['rise_mean'], r['rise_std'], signed=True))
         lines.append(f"| {v} | {int(r['seeds'])} | {size} | {' | '.join(cells)} |")
-    lines += ['', f'The last column says how far from a plateau training ended: what the validation {PRIMARY} gained over '
-                  f'the last {PLATEAU_EPOCHS} epochs (near 0 on a plateau; "-" for runs of {PLATEAU_EPOCHS} epochs or '
-                  f'fewer).']
+    lines += ['', f'The last column says how far from a plateau training ended: what the validation {PRIMARY} gained '
+                  f'over the last {PLATEAU_EPOCHS} epochs (near 0 on a plateau; "-" for runs of {PLATEAU_EPOCHS} '
+                  f'epochs or fewer).']
     lines += missing_runs(abl, runs)
     lines += ['', f'## Against `{abl["baseline"]}`, seed by seed', '',
               f'Each variant\'s seed k is compared with the baseline\'s seed k (same data order and augmentation, same '
