@@ -63,3 +63,33 @@ def test_module_names_resolve_to_module_classes_only(values):
             v.module_class(text, ns, 'layer 0')
     with pytest.raises(KeyError):
         v.module_class('NoSuchModule', ns, 'layer 0')  # the registry then names the closest known ones
+
+
+@pytest.mark.parametrize('text', ['DetectMultiBackend', 'AutoShape', 'Ensemble', 'DetectionModel', 'Model',
+                                  'SegmentationModel', 'ClassificationModel', 'BaseModel', 'torch.jit.ScriptModule',
+                                  'torch.nn.parallel.DistributedDataParallel'])
+def test_classes_that_load_files_or_build_whole_models_are_not_layers(values, text):
+    # DetectMultiBackend('x.torchscript' or a URL) loads TorchScript, whose code runs, or downloads a file it names
+    from models.yaml_rules import ModelYAMLError
+    v, ns = values
+    with pytest.raises(ModelYAMLError, match='not a layer'):
+        v.module_class(text, ns, 'layer 0')
+    with pytest.raises(ModelYAMLError, match='not a layer'):
+        v.argument(text, {'nc': 3}, ns, 'layer 0')  # a class handed to a layer as an argument, too
+
+
+def test_every_layer_of_upstreams_files_and_of_torch_nn_is_one(values):
+    # what upstream's YAMLs and the posts' name: all of common.py's and experimental.py's layers, Detect, Segment,
+    # the overlay's modules, and torch.nn's layers
+    import models.common as common
+    import models.experimental as experimental
+    import torch.nn as nn
+    from models.registry import OVERLAY_MODULES
+    v, ns = values
+    upstream = [c for m in (common, experimental) for c in vars(m).values()
+                if isinstance(c, type) and issubclass(c, nn.Module) and c.__module__ == m.__name__]
+    layers = {c.__name__ for c in upstream} - {'DetectMultiBackend', 'AutoShape', 'Ensemble'}
+    assert {'Conv', 'C3', 'SPPF', 'Concat', 'Focus', 'GhostConv', 'MixConv2d', 'Proto', 'Classify'} <= layers
+    for name in [*layers, 'Detect', 'Segment', 'nn.Upsample', 'nn.MaxPool2d', 'nn.Identity', 'torch.nn.Conv2d']:
+        assert v.is_layer(v.module_class(name, ns, 'layer 0')), name
+    assert all(v.is_layer(cls) for cls in OVERLAY_MODULES.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from models.yaml_rules import ModelYAMLError, Row
-from models.yaml_values import module_class
+from models.yaml_values import is_layer, module_class
 
 UPSTREAM_FILES = {'__init__', 'common', 'experimental', 'tf', 'yolo'}  # models/*.py of v7.0 (tf.py needs TF)
 NOT_MODULE_FILES = {'registry', 'yaml_rules', 'yaml_values'}
@@ -50,8 +50,8 @@ def is_overlay(m):
 
 def _known_names(namespace):
     # what a model YAML may name: the overlay's names, upstream's module classes, torch.nn's layers as nn.X
-    upstream = {k for k, v in namespace.items() if isinstance(v, type) and issubclass(v, nn.Module)}
-    torch_nn = {f'nn.{k}' for k, v in vars(nn).items() if isinstance(v, type) and issubclass(v, nn.Module)}
+    upstream = {k for k, v in namespace.items() if is_layer(v)}
+    torch_nn = {f'nn.{k}' for k, v in vars(nn).items() if is_layer(v)}
     return sorted(set(OVERLAY_MODULES) | upstream | torch_nn)
 
 

@@ -14,6 +14,13 @@ from models.yaml_rules import ModelYAMLError
 # torch.nn activations that hold no parameter sized by an argument (PReLU's is; MultiheadAttention lives there too)
 NOT_ACTIVATIONS = {nn.PReLU, nn.MultiheadAttention}
 
+# Modules of models/ whose classes are the layers a YAML may name (the overlay's files are added by name below)
+UPSTREAM_LAYER_FILES = {'models.common', 'models.experimental', 'models.yolo'}
+# nn.Modules of those files that are not layers: they load weight files or URLs (DetectMultiBackend: a TorchScript
+# file runs code, a download names its own file) or build a whole model; a YAML naming one is refused
+NOT_LAYERS = {'DetectMultiBackend', 'AutoShape', 'Ensemble', 'BaseModel', 'DetectionModel', 'SegmentationModel',
+              'ClassificationModel'}
+
 
 def _dotted(node):
     # 'nn.Upsample' -> ['nn', 'Upsample']; None for anything but names and attribute access
@@ -50,8 +57,30 @@ def _refuse(text, where, why):
                          f'and literals, and is never evaluated as Python')
 
 
+def is_layer(cls):
+    """Whether a model YAML may build cls: a layer of upstream's models/ files or of the overlay's, or torch.nn's
+    own (nn.X). Anything else a dotted name reaches from models/yolo.py (torchvision, torch.jit, ...) is not."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        return False
+    module = cls.__module__
+    if module in UPSTREAM_LAYER_FILES:
+        return cls.__name__ not in NOT_LAYERS
+    if module.startswith('models.') and module.count('.') == 1:  # an overlay file (models/registry.py lists them)
+        return module != 'models.tf'
+    return module.startswith('torch.nn.modules.') and getattr(nn, cls.__name__, None) is cls
+
+
+def _layer(cls, text, where):
+    if not is_layer(cls):
+        _refuse(text, where, f'names {cls.__module__}.{cls.__qualname__}, which is not a layer (a model YAML builds '
+                             f"the overlay's modules, upstream's layers of models/common.py, experimental.py and "
+                             f"yolo.py, and torch.nn's as nn.X)")
+    return cls
+
+
 def module_class(text, namespace, where, base=nn.Module):
-    """The class a row's module name means: a (dotted) name in namespace that is a subclass of base."""
+    """The class a row's module name means: a (dotted) name in namespace that is a subclass of base, and for
+    nn.Modules a layer (is_layer)."""
     node = _parse(text, where)
     parts = _dotted(node) if node is not None else None
     if parts is None:
@@ -59,7 +88,7 @@ def module_class(text, namespace, where, base=nn.Module):
     obj = lookup(parts, namespace)  # KeyError: the caller reports an unknown name with the closest ones
     if not (isinstance(obj, type) and issubclass(obj, base)):
         _refuse(text, where, f'names {type(obj).__name__} {obj!r:.40}, not a module class')
-    return obj
+    return _layer(obj, text, where) if issubclass(obj, nn.Module) else obj
 
 
 def argument(text, variables, namespace, where):
@@ -83,7 +112,7 @@ def argument(text, variables, namespace, where):
                 return text  # an unknown bare word stays a string ('nearest'), as v7.0's NameError left it
             _refuse(text, where, 'names nothing known')
         if isinstance(obj, type) and issubclass(obj, nn.Module):
-            return obj
+            return _layer(obj, text, where)
         _refuse(text, where, f'names {type(obj).__name__} {parts[0]!r}, not a YAML variable or module class')
     if isinstance(node, ast.Call):
         return activation(text, namespace, where)
