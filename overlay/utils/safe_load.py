@@ -12,6 +12,7 @@
 # YOLOV5_TRUST_CHECKPOINTS=1 opts out for files you trust.
 import inspect
 import logging
+import math
 import os
 import zipfile
 from collections import OrderedDict
@@ -26,6 +27,9 @@ LOGGER = logging.getLogger('yolov5')
 # Packages whose nn.Module classes a checkpoint may contain (imported ones only: what the model code uses)
 MODULE_PACKAGES = ('models', 'torch.nn.modules', 'torchvision.models', 'torchvision.ops')
 # Storage element types of real checkpoints (no quantized ones: their rebuild skips torch's bounds checks)
+# Tensors may hold at most this many times the elements of the file's storages (+ slack): real checkpoints hold one
+# tensor per storage; a view that repeats elements (stride 0) is materialized by .float() or fuse()
+VIEW_BUDGET_FACTOR, VIEW_BUDGET_SLACK = 2, 1 << 24
 STORAGE_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
                   torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128}
 
@@ -128,6 +132,7 @@ class CheckpointPolicy(Policy):
         except ImportError:
             pass
         self.storages, self.tensors = {}, {}  # id -> object: what this load rebuilt (kept alive, ids stable)
+        self.storage_elements = self.view_elements = 0  # elements the file's storages hold; its tensors view
 
     def resolve(self, module, name):
         full = f'{module}.{name}'
@@ -159,6 +164,8 @@ class CheckpointPolicy(Policy):
         if self.records is not None and declared != held:
             raise Refused(f'its storage data/{key} declares {declared} bytes, and the file holds {held}')
         storage = load(pid)  # torch checks the record's size against numel
+        if id(storage) not in self.storages:
+            self.storage_elements += storage._size()
         self.storages[id(storage)] = storage
         return storage
 
@@ -171,6 +178,12 @@ class CheckpointPolicy(Policy):
         if not ok:
             raise Refused(f'it rebuilds a tensor of size {size!r:.40}, stride {stride!r:.40}, offset {offset!r:.20} '
                           f'over {type(storage).__name__} (not a view inside a storage of the file, or with hooks)')
+        self.view_elements += math.prod(size)
+        if self.view_elements > VIEW_BUDGET_FACTOR * self.storage_elements + VIEW_BUDGET_SLACK:
+            # stride-0 or overlapping views: 2 bytes of file that .float() or fuse() makes 17 GB
+            raise Refused(f'its tensors hold {self.view_elements} elements over storages of {self.storage_elements} '
+                          f'(views that repeat their elements, such as size {tuple(size)!r:.40} with stride '
+                          f'{tuple(stride)!r:.40}, cost memory the file does not hold once used)')
         tensor = torch._utils._rebuild_tensor_v2(storage, offset, tuple(size), tuple(stride), requires_grad,
                                                  OrderedDict())
         self.tensors[id(tensor)] = tensor
@@ -188,10 +201,22 @@ def _empty(hooks):
     return type(hooks) in (dict, OrderedDict) and not hooks
 
 
+def _starts_as_zip(file):
+    # torch reads a file as a zip only if it starts with a zip record; zipfile looks for the directory at the end,
+    # so a legacy file with a zip appended passed zipfile's test and went to torch's legacy loader
+    if hasattr(file, 'read'):
+        start = file.read(4)
+        file.seek(0)
+    else:
+        with open(file, 'rb') as f:
+            start = f.read(4)
+    return start == b'PK\x03\x04'
+
+
 def check_archive(file):
     """Refuse what torch.save never writes before torch reads it: legacy (non-zip) files, compressed records, two
     records of one name, TorchScript code. Returns {record name below the archive folder: size in bytes}."""
-    if not zipfile.is_zipfile(file):
+    if not _starts_as_zip(file) or not zipfile.is_zipfile(file):
         raise Refused('it is not a zip archive (torch<1.6 wrote such legacy files; their loader allocates what the '
                       'file declares and was the route of CVE-2025-32434); re-save it where you trust it')
     with zipfile.ZipFile(file) as z:
