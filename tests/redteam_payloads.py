@@ -178,6 +178,30 @@ def legacy_format(yolo, marker, folder):
                 _use_new_zipfile_serialization=False), 'not a zip archive'
 
 
+def legacy_with_zip_appended(yolo, marker, folder):
+    # a legacy file with a small zip after it: zipfile finds a directory at the end, torch reads the legacy start
+    legacy = legacy_format(yolo, marker, folder)[0]
+    tail = io.BytesIO()
+    with zipfile.ZipFile(tail, 'w') as z:
+        z.writestr('archive/version', '3\n')
+    path = folder / 'legacy-zip.pt'
+    path.write_bytes(legacy.read_bytes() + tail.getvalue())
+    return path, 'not a zip archive'
+
+
+def repeating_view(yolo, marker, folder):
+    # 2 bytes of storage viewed as 65536 x 65536 (stride 0): attempt_load's .float() then allocates 17 GB
+    model = detection_model(yolo).half()
+    model.model[-1].register_buffer('bomb', torch.zeros(1, dtype=torch.half).expand(1 << 16, 1 << 16))
+    return save(checkpoint(model), folder / 'repeat.pt'), 'repeat their elements'
+
+
+def many_views_of_one_storage(yolo, marker, folder):
+    # no stride 0: 64 distinct tensors over one 1 MB storage, each a full copy once used (64 MB from 1 MB, and so on)
+    storage = torch.zeros(1 << 20, dtype=torch.uint8)
+    return save(checkpoint([storage[i:] for i in range(64)]), folder / 'views.pt'), 'repeat their elements'
+
+
 def compressed_record(yolo, marker, folder):
     # a deflated record: a few kB that expand to gigabytes (torch.save never compresses)
     src = save(checkpoint(torch.zeros(1000)), folder / 'plain.pt')
@@ -200,22 +224,52 @@ def protocol4_private_name(yolo, marker, folder):
 CHECKPOINT_ROUTES = [constructor_call, allocation_bomb, newobj_with_arguments, detect_multi_backend, plain_code,
                      numpy_object_dtype, numpy_shared_dtype, numpy_array_overread, enum_state, setitems_on_non_dict,
                      method_beyond_forward, hooks_in_state, tensor_out_of_bounds, quantized_tensor,
-                     storage_larger_than_record, legacy_format, compressed_record, torchscript_archive,
-                     protocol4_private_name]
+                     storage_larger_than_record, legacy_format, legacy_with_zip_appended, repeating_view,
+                     many_views_of_one_storage, compressed_record, torchscript_archive, protocol4_private_name]
 
 
 # ------------------------------------------------------------------------------------- files that load quietly
+class TouchOnLoad(nn.Module):
+    """Scripted and saved, a .torchscript whose loading creates a file: __setstate__ is code that torch.jit.load
+    runs (torch.from_file(shared=True) creates the path it is given and writes what is copied into it)."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self.marker = marker
+        self.text = torch.tensor(list(b'ran\n'), dtype=torch.uint8)
+
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.marker, self.text, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, torch.Tensor, bool]):
+        self.marker, self.text, self.training = state
+        written = torch.from_file(self.marker, shared=True, size=int(self.text.numel()), dtype=torch.uint8)
+        self.text = written.copy_(self.text)  # kept in the state: TorchScript drops what nothing uses
+
+
 def poisoned_model_yaml(yolo, marker, folder, where='activation'):
-    # route 2: a clean checkpoint whose model.yaml carries code; train.py rebuilds the model from it
+    """Route 2: a clean checkpoint whose model.yaml carries code; train.py rebuilds the model from it. Returns
+    (path, what the refusal names)."""
     model = detection_model(yolo)
     model.yaml = copy.deepcopy(model.yaml)
+    named = ('never evaluated', 'open(')
     if where == 'activation':
         model.yaml['activation'] = python_that_touches(marker)
-    else:  # a row's string argument
+    elif where == 'argument':  # a row's string argument
         model.yaml['backbone'][0][3] = [python_that_touches(marker).replace('nn.SiLU()', '16'), 6, 2, 2]
+    else:  # a row naming DetectMultiBackend: it loads the .torchscript named (or downloads a URL), whose code runs
+        script = folder / 'touch.torchscript'
+        torch.jit.script(TouchOnLoad(str(marker))).save(str(script))
+        model.yaml['backbone'].insert(0, [-1, 1, 'DetectMultiBackend', [str(script)]])
+        named = ('DetectMultiBackend', 'not a layer')
     ckpt = checkpoint(model.half())
     ckpt['epoch'] = -1
-    return save(ckpt, folder / f'yaml-{where}.pt'), 'never evaluated'
+    return save(ckpt, folder / f'yaml-{where}.pt'), named
 
 
 def label_cache(marker, path):
@@ -225,3 +279,17 @@ def label_cache(marker, path):
     buffer.write(pickle.dumps(Reduce(open, (str(marker), 'w')), protocol=3))
     Path(path).write_bytes(buffer.getvalue())
     return path
+
+
+def class_named(yolo, name, folder):
+    """A checkpoint whose model finds class 0, named `name`, at every anchor: --save-crop writes one crop per box
+    into a folder of that name."""
+    model = detection_model(yolo)
+    head = model.model[-1]
+    with torch.no_grad():
+        for conv in head.m:
+            conv.weight.zero_()
+            bias = conv.bias.view(head.na, -1)
+            bias[:, :4], bias[:, 4:6], bias[:, 6:] = 0, 20, -20  # centred boxes, objectness and class 0 certain
+    model.names = {0: name, 1: 'class1'}
+    return save(checkpoint(model.half()), folder / 'named.pt')
