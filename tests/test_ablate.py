@@ -325,6 +325,37 @@ def test_published_results_are_the_reports_output_on_their_records(results, tmp_
     assert (results.parent / 'map_per_variant.png').exists() and (results.parent / 'map_per_epoch.png').exists()
 
 
+def test_a_report_is_dirty_for_changed_code_not_for_its_own_folder(tmp_path):
+    # regenerating a published report rewrites its files: that alone must not mark the report's commit dirty
+    git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=tmp_path,
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'code.py').write_text('x = 1\n')
+    (tmp_path / 'out' / 'results.md').write_text('old\n')
+    git('init', '-q')
+    git('add', '.')
+    git('commit', '-q', '-m', 'c')
+    head = git('rev-parse', 'HEAD')
+    (tmp_path / 'out' / 'results.md').write_text('new\n')
+    assert ablation_records.git_commit(tmp_path, ignore=tmp_path / 'out') == head
+    assert ablation_records.git_commit(tmp_path) == f'{head}-dirty'
+    assert ablation_records.git_commit(tmp_path, ignore=tmp_path.parent) == f'{head}-dirty'  # not inside: no effect
+    (tmp_path / 'code.py').write_text('x = 2\n')
+    assert ablation_records.git_commit(tmp_path, ignore=tmp_path / 'out') == f'{head}-dirty'
+
+
+def test_write_report_leaves_its_own_folder_out_of_the_dirty_check(monkeypatch, tmp_path):
+    preset = PROJECT / 'configs' / 'ablations' / 'bccd-finetune-cpu.yaml'
+    published = PROJECT / 'docs' / 'results' / 'bccd-finetune-cpu' / 'records'
+    abl = ablation_config.load_ablation(preset, out=tmp_path)
+    asked = []
+    monkeypatch.setattr(ablation_report, 'git_commit', lambda path, ignore=None: asked.append(ignore) or 'a' * 40)
+    monkeypatch.setattr(ablation_report, 'plot_variants', lambda *a: None)
+    monkeypatch.setattr(ablation_report, 'plot_epochs', lambda *a: None)
+    ablation_report.write_report(abl, [published], command='report')
+    assert asked == [tmp_path]
+
+
 def test_a_copy_names_its_commit_by_project_commit_and_keeps_what_git_said(monkeypatch):
     # a lent GPU machine gets the files without a current .git: the records must still name the files' commit
     here = ablation_records.git_commit(PROJECT)

@@ -20,12 +20,15 @@ EPOCH_COLUMNS = {'metrics/precision': 'P', 'metrics/recall': 'R', 'metrics/mAP_0
                  'train/obj_loss': 'train_obj_loss', 'train/cls_loss': 'train_cls_loss'}
 
 
-def git_commit(path: Path) -> str:
-    """HEAD of the git repository at path, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+def git_commit(path: Path, ignore: Path | None = None) -> str:
+    """HEAD of the git repository at path, with '-dirty' when tracked files (outside `ignore`) differ from it;
+    'unknown' outside git."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=path, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        inside = ignore and Path(ignore).resolve().is_relative_to(Path(path).resolve())
+        exclude = [f':(exclude){Path(ignore).resolve()}'] if inside else []  # git refuses paths outside the repo
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', *exclude], cwd=path,
+                               capture_output=True, text=True, check=True).stdout.strip()
         return commit.stdout.strip() + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'

@@ -290,7 +290,9 @@ def write_report(abl: dict, extra=(), command: str = '') -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = runs_table(records)
     runs.to_csv(out / 'results.csv', index=False)
-    header = (f'Report: `{command}` at commit {short_commit(git_commit(PROJECT))}; records in `records/` (one per run, '
+    # the code's state: the report's own folder (its outputs, records being added) does not make it dirty
+    header = (f'Report: `{command}` at commit {short_commit(git_commit(PROJECT, ignore=out))}; records in `records/` '
+              f'(one per run, '
               f'with the commit, machine, device and torch version that produced it).')
     (out / 'results.md').write_text(markdown(abl, runs, notes).replace('\n\n', f'\n\n{header}\n\n', 1))
     plot_variants(abl, runs, out)
