@@ -233,6 +233,31 @@ def test_paired_intervals_verdicts_and_seeds_needed_from_hand_made_records(tmp_p
     assert (tmp_path / 'map_per_variant.png').stat().st_size > 0 and (tmp_path / 'map_per_epoch.png').exists()
 
 
+def test_holm_p_values_read_the_verdicts_against_the_number_of_comparisons(tmp_path):
+    from scipy import special
+    # Holm by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> running max
+    assert ablation_report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = ablation_report.holm([0.5, math.nan, 0.6])
+    assert adjusted[0] == adjusted[2] == 1.0 and math.isnan(adjusted[1])  # capped at 1; a missing p stays missing
+    # the paired t test's p from the t distribution's tail as an incomplete beta: t = 3 / (sd / sqrt 5), 4 df
+    t = 3 / (statistics.stdev([1, 2, 3, 4, 5]) / math.sqrt(5))
+    assert ablation_report.p_value([1, 2, 3, 4, 5]) == pytest.approx(special.betainc(2, 0.5, 4 / (4 + t * t)))
+    assert math.isnan(ablation_report.p_value([0.1])) and math.isnan(ablation_report.p_value([0.2, 0.2]))
+    abl = hand_made_abl(tmp_path)
+    write_hand_made(abl, tmp_path / 'records')
+    runs = ablation_report.runs_table(ablation_records.read_records(abl)[0])
+    diffs = ablation_report.paired(runs, list(MAPS), 'base')
+    p = {v: ablation_report.p_value([a - b for a, b in zip(MAPS[v], MAPS['base'])]) for v in ('up', 'same', 'down',
+                                                                                              'two')}
+    expected = dict(zip(p, ablation_report.holm(list(p.values()))))
+    assert diffs.loc[list(p), 'holm_mAP50-95'].tolist() == pytest.approx(list(expected.values()))
+    md = ablation_report.markdown(abl, runs)
+    assert '4 comparisons: even if no variant differed, at least one 95% interval would exclude 0 by chance alone ' \
+           'up to 19% of the time.' in md  # 1 - 0.95^4; 'one' has a single pair, no p
+    rows = table_rows(md.split('## Against')[1], 'variant')
+    assert rows['up']['Holm p (mAP50-95)'] == f"{expected['up']:.3f}" and rows['one']['Holm p (mAP50-95)'] == '-'
+
+
 @pytest.mark.parametrize('n, sd', [(3, 1.0), (5, 0.007)])
 def test_detectable_difference_is_found_80_percent_of_the_time_by_simulation(n, sd):
     # oracle: simulate paired experiments of n seeds whose true mean difference is the one returned, and count how

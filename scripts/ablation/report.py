@@ -62,6 +62,23 @@ def interval(diffs) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def p_value(diffs) -> float:
+    """Two-sided p of the paired t test that the mean difference is 0 (nan below 2 seeds or with no spread)."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2 or float(d.std(ddof=1)) == 0:
+        return math.nan
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(p_values) -> list[float]:
+    """Holm-adjusted p-values (one family: every comparison of a table): the chance that any comparison of the
+    family shows a difference where none is stays at the level the adjusted p is compared with. nan stays nan."""
+    p = pd.Series(p_values, dtype=float)
+    known = p.dropna().sort_values()
+    scaled = (known * np.arange(len(known), 0, -1)).cummax().clip(upper=1.0)
+    return p.where(p.isna(), scaled.reindex(p.index)).tolist()
+
+
 def verdict(n, low, high) -> str:
     if n < 2:
         return 'needs 2+ seeds'
@@ -139,9 +156,15 @@ def paired(runs: pd.DataFrame, order: list[str], baseline: str, against: dict | 
             d = (wide[m][v] - wide[m][ref]).dropna()
             mean, low, high = interval(d)
             row.update({'pairs': len(d), f'd_{m}': mean, f'd_{m}_low': low, f'd_{m}_high': high,
-                        f'verdict_{m}': verdict(len(d), low, high), f'seeds_{m}': seeds_to_resolve(d)})
+                        f'verdict_{m}': verdict(len(d), low, high), f'seeds_{m}': seeds_to_resolve(d),
+                        f'p_{m}': p_value(d)})
         rows.append(row)
-    return pd.DataFrame(rows).set_index('variant') if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).set_index('variant')
+    for m in METRICS:
+        table[f'holm_{m}'] = holm(table[f'p_{m}'])
+    return table
 
 
 def short_commit(commit: str) -> str:
@@ -158,6 +181,22 @@ def _ci(mean, low, high):
     if pd.isna(mean):
         return '-'
     return f'{mean:+.3f}' if pd.isna(low) else f'{mean:+.3f} [{low:+.3f}, {high:+.3f}]'
+
+
+def _p(p):
+    return '-' if pd.isna(p) else f'{p:.3f}'
+
+
+def many_comparisons(diffs: pd.DataFrame) -> list[str]:
+    """The line that reads the verdicts against the number of comparisons the table makes."""
+    k = int(diffs[f'p_{PRIMARY}'].notna().sum()) if not diffs.empty else 0
+    if k < 2:
+        return []
+    alpha = 1 - CONFIDENCE
+    return ['', f'{k} comparisons: even if no variant differed, at least one {CONFIDENCE:.0%} interval would exclude 0 '
+                f'by chance alone up to {1 - CONFIDENCE ** k:.0%} of the time. "Holm p" is the paired t test\'s p '
+                f'adjusted for all {k} at once (Holm): a difference is firm for the whole table where it is below '
+                f'{alpha:.2f}.']
 
 
 def _seeds(n):
@@ -203,15 +242,16 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
               f'fewest seeds whose interval would exclude 0 if the mean and spread of the differences stayed as '
               f'measured.']
     lines += seeds_plan(abl, runs)
-    lines += ['', '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | seeds to resolve '
-              '(mAP50-95) |', '|---|---|---|---|---|---|---|']
+    lines += many_comparisons(diffs)
+    lines += ['', '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | Holm p (mAP50-95) | '
+              'seeds to resolve (mAP50-95) |', '|---|---|---|---|---|---|---|---|']
     for v, r in diffs.iterrows():
         label = v if r['against'] == abl['baseline'] else f'{v} (against `{r["against"]}`)'
         lines.append(f"| {label} | {r['pairs']} | {_ci(r['d_mAP50'], r['d_mAP50_low'], r['d_mAP50_high'])} | "
                      f"{r['verdict_mAP50']} | {_ci(r['d_mAP50-95'], r['d_mAP50-95_low'], r['d_mAP50-95_high'])} | "
-                     f"{r['verdict_mAP50-95']} | {_seeds(r['seeds_mAP50-95'])} |")
+                     f"{r['verdict_mAP50-95']} | {_p(r['holm_mAP50-95'])} | {_seeds(r['seeds_mAP50-95'])} |")
     if diffs.empty:
-        lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | |')
+        lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | | |')
     where = runs.groupby(['machine', 'device', 'torch'], dropna=False).size()
     commits = sorted(runs['commit'].dropna().unique())
     days = sorted({d[:10] for d in runs['date'].dropna()})
