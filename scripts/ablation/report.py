@@ -243,15 +243,15 @@ def markdown(abl: dict, runs: pd.DataFrame, notes: list[str] = ()) -> str:
               f'measured.']
     lines += seeds_plan(abl, runs)
     lines += many_comparisons(diffs)
-    lines += ['', '| variant | pairs | Δ mAP50 [95% CI] | verdict | Δ mAP50-95 [95% CI] | verdict | Holm p (mAP50-95) | '
-              'seeds to resolve (mAP50-95) |', '|---|---|---|---|---|---|---|---|']
+    lines += ['', '| variant | pairs | Δ mAP50 [95% CI] | verdict | Holm p | Δ mAP50-95 [95% CI] | verdict | Holm p | '
+              'seeds to resolve (mAP50-95) |', '|---|---|---|---|---|---|---|---|---|']
     for v, r in diffs.iterrows():
         label = v if r['against'] == abl['baseline'] else f'{v} (against `{r["against"]}`)'
-        lines.append(f"| {label} | {r['pairs']} | {_ci(r['d_mAP50'], r['d_mAP50_low'], r['d_mAP50_high'])} | "
-                     f"{r['verdict_mAP50']} | {_ci(r['d_mAP50-95'], r['d_mAP50-95_low'], r['d_mAP50-95_high'])} | "
-                     f"{r['verdict_mAP50-95']} | {_p(r['holm_mAP50-95'])} | {_seeds(r['seeds_mAP50-95'])} |")
+        cells = [f"{_ci(r[f'd_{m}'], r[f'd_{m}_low'], r[f'd_{m}_high'])} | {r[f'verdict_{m}']} | {_p(r[f'holm_{m}'])}"
+                 for m in METRICS]
+        lines.append(f"| {label} | {r['pairs']} | {' | '.join(cells)} | {_seeds(r['seeds_mAP50-95'])} |")
     if diffs.empty:
-        lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | | |')
+        lines.append('| (no variant has a seed in common with the baseline yet) | | | | | | | | |')
     where = runs.groupby(['machine', 'device', 'torch'], dropna=False).size()
     commits = sorted(runs['commit'].dropna().unique())
     days = sorted({d[:10] for d in runs['date'].dropna()})
