@@ -202,6 +202,13 @@ def many_views_of_one_storage(yolo, marker, folder):
     return save(checkpoint([storage[i:] for i in range(64)]), folder / 'views.pt'), 'repeat their elements'
 
 
+def conv_settings_unlike_its_weight(yolo, marker, folder):
+    # fuse() (val.py, detect.py) rebuilds each conv from its saved kernel_size: 77 GB from one changed number
+    model = detection_model(yolo).half()
+    model.model[0].conv.kernel_size = (20000, 20000)
+    return save(checkpoint(model), folder / 'kernel.pt'), 'kernel_size'
+
+
 def compressed_record(yolo, marker, folder):
     # a deflated record: a few kB that expand to gigabytes (torch.save never compresses)
     src = save(checkpoint(torch.zeros(1000)), folder / 'plain.pt')
@@ -225,7 +232,7 @@ CHECKPOINT_ROUTES = [constructor_call, allocation_bomb, newobj_with_arguments, d
                      numpy_object_dtype, numpy_shared_dtype, numpy_array_overread, enum_state, setitems_on_non_dict,
                      method_beyond_forward, hooks_in_state, tensor_out_of_bounds, quantized_tensor,
                      storage_larger_than_record, legacy_format, legacy_with_zip_appended, repeating_view,
-                     many_views_of_one_storage, compressed_record, torchscript_archive, protocol4_private_name]
+                     many_views_of_one_storage, conv_settings_unlike_its_weight, compressed_record, torchscript_archive, protocol4_private_name]
 
 
 # ------------------------------------------------------------------------------------- files that load quietly

@@ -104,6 +104,23 @@ def build_module(module, state):
         if kinds and (type(value) not in (dict, OrderedDict) or not all(isinstance(v, kinds) for v in value.values())):
             raise Refused(f'it gives {qualified_name(type(module))} {key} that are not {kinds[0].__name__}s')
     module.__setstate__(state)
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        _check_conv(module)
+
+
+def _check_conv(conv):
+    # fuse() rebuilds a conv from its saved numbers (channels, kernel_size, groups), not from its weight: they must
+    # describe the weight the file holds, or 20000 x 20000 kernels cost 77 GB from a few bytes
+    weight = conv._parameters.get('weight')
+    try:
+        channels = (conv.in_channels, conv.out_channels // conv.groups) if conv.transposed else \
+            (conv.out_channels, conv.in_channels // conv.groups)
+        expected = (*channels, *conv.kernel_size)
+    except (AttributeError, TypeError, ZeroDivisionError):
+        expected = None
+    if weight is not None and tuple(weight.shape) != expected:
+        raise Refused(f'it gives {qualified_name(type(conv))} a weight of shape {tuple(weight.shape)!r:.60} but '
+                      f'in_channels, out_channels, groups and kernel_size that describe {expected!r:.60}')
 
 
 class CheckpointPolicy(Policy):
