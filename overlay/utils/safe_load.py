@@ -26,10 +26,10 @@ TRUST_ENV = 'YOLOV5_TRUST_CHECKPOINTS'
 LOGGER = logging.getLogger('yolov5')
 # Packages whose nn.Module classes a checkpoint may contain (imported ones only: what the model code uses)
 MODULE_PACKAGES = ('models', 'torch.nn.modules', 'torchvision.models', 'torchvision.ops')
-# Storage element types of real checkpoints (no quantized ones: their rebuild skips torch's bounds checks)
 # Tensors may hold at most this many times the elements of the file's storages (+ slack): real checkpoints hold one
 # tensor per storage; a view that repeats elements (stride 0) is materialized by .float() or fuse()
 VIEW_BUDGET_FACTOR, VIEW_BUDGET_SLACK = 2, 1 << 24
+# Storage element types of real checkpoints (no quantized ones: their rebuild skips torch's bounds checks)
 STORAGE_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16,
                   torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128}
 

@@ -25,8 +25,9 @@ def git_commit(path: Path, ignore: Path | None = None) -> str:
     'unknown' outside git."""
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=path, capture_output=True, text=True, check=True)
-        inside = ignore and Path(ignore).resolve().is_relative_to(Path(path).resolve())
-        exclude = [f':(exclude){Path(ignore).resolve()}'] if inside else []  # git refuses paths outside the repo
+        ignored = Path(ignore).resolve() if ignore else None
+        inside = ignored and ignored.is_relative_to(Path(path).resolve())
+        exclude = [f':(exclude){ignored}'] if inside else []  # git refuses paths outside the repo
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', *exclude], cwd=path,
                                capture_output=True, text=True, check=True).stdout.strip()
         return commit.stdout.strip() + ('-dirty' if dirty else '')
